@@ -1,0 +1,116 @@
+"""Micro-benchmark for the SIP message parser (not a test): parse, serialise and both, for a typical INVITE.
+
+Run: python3 bench/sip_parse.py [-n ITERATIONS] [--profile]
+
+Figures are also given as a ratio to a trivial baseline measured in the same run (`bytes.split(b"\\r\\n")` of the
+same message), so they can be compared across machines and survive a noisy one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sip.message import parse_message  # noqa: E402
+
+SDP = (
+    b"v=0\r\n"
+    b"o=- 3815263377 3815263377 IN IP4 192.0.2.10\r\n"
+    b"s=softswitch\r\n"
+    b"c=IN IP4 192.0.2.10\r\n"
+    b"t=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 0 8 101\r\n"
+    b"a=rtpmap:0 PCMU/8000\r\n"
+    b"a=rtpmap:8 PCMA/8000\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\n"
+    b"a=sendrecv\r\n"
+)
+
+INVITE = (
+    b"INVITE sip:+15551234567@gw.example.com:5060;transport=udp SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-proxy-7f3a91c2;rport\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.10:5060;received=192.0.2.10;branch=z9hG4bK-ua-1d2e3f4a5b\r\n"
+    b"Max-Forwards: 69\r\n"
+    b"Record-Route: <sip:192.0.2.20:5060;lr;ftag=a8f3c>\r\n"
+    b"Record-Route: <sip:edge.example.com;lr>\r\n"
+    b'From: "Alice Example" <sip:alice@example.com>;tag=a8f3c-77\r\n'
+    b"To: <sip:+15551234567@gw.example.com>\r\n"
+    b"Call-ID: 5e2b7c1a-4d3f-4a8e-9b1c-2f6d8e0a9b3c@192.0.2.10\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Contact: <sip:alice@192.0.2.10:5060;transport=udp>;+sip.instance=\"<urn:uuid:0f1e2d3c>\"\r\n"
+    b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER\r\n"
+    b"Supported: replaces, timer, 100rel\r\n"
+    b"User-Agent: baresip v3.10.1 (x86_64/linux)\r\n"
+    b"X-Account-ID: 7731\r\n"
+    b"X-Trace: 0b9c1e44\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: " + str(len(SDP)).encode() + b"\r\n"
+    b"\r\n" + SDP
+)
+
+
+def _rate(fn: Callable[[], object], n: int, repeats: int) -> float:
+    """Best-of-`repeats` seconds per call of `fn` over `n` calls."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, time.perf_counter() - t0)
+    return best / n
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=50_000, help="iterations per measurement (default 50000)")
+    ap.add_argument("-r", "--repeats", type=int, default=5, help="best of this many runs (default 5)")
+    ap.add_argument("--profile", action="store_true", help="run parse+serialise under cProfile and print the top")
+    args = ap.parse_args(argv)
+
+    data = INVITE
+    msg = parse_message(data)
+    again = parse_message(msg.to_bytes())
+    assert list(again.headers) == list(msg.headers) and again.body == msg.body, "round trip changed the message"
+
+    def parse() -> object:
+        return parse_message(data)
+
+    def serialise() -> object:
+        return msg.to_bytes()
+
+    def both() -> object:
+        return parse_message(data).to_bytes()
+
+    def baseline() -> object:
+        return data.split(b"\r\n")
+
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(args.n):
+            both()
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+        return 0
+
+    n, r = args.n, args.repeats
+    base = _rate(baseline, n, r)
+    print(f"message: {len(data)} bytes, {len(msg.headers)} headers, body {len(msg.body)} bytes; "
+          f"n={n}, best of {r}; Python {sys.version.split()[0]}")
+    for label, fn in (("parse", parse), ("serialise", serialise), ("parse+serialise", both)):
+        per = _rate(fn, n, r)
+        print(f"{label + ':':17}{1 / per:>11,.0f} msg/s ({per * 1e6:.2f} us/msg; {per / base:.1f}x baseline split)")
+    print(f"{'baseline split:':17}{1 / base:>11,.0f} msg/s ({base * 1e6:.2f} us/msg)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""The only place in sip/ with sockets: asyncio UDP endpoints and TCP listeners/connections.
+
+Moves bytes, nothing else: datagrams and framed stream messages go up to one callback as
+`(bytes, Address)`, and `send(bytes, Address)` puts bytes on the wire (opening a TCP connection when none is open
+to that peer). Framing errors close the TCP connection and are counted; nothing raises out of here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from .events import Address
+from .message import SipParseError, StreamFramer
+
+log = structlog.get_logger("sip.transport")
+
+MessageHandler = Callable[[bytes, Address], None]
+
+
+@dataclass(slots=True)
+class TransportStats:
+    received: int = 0
+    sent: int = 0
+    send_errors: int = 0
+    framing_errors: int = 0
+    tcp_connections: int = 0
+    keepalives: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: TransportSet) -> None:
+        self.owner = owner
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+        owner = self.owner
+        owner.stats.received += 1
+        if len(data) <= 4 and not data.strip():
+            owner.stats.keepalives += 1  # CRLF keep-alive (RFC 5626)
+            return
+        owner.deliver(data, Address("udp", addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: counted; retransmission timers handle the rest.
+        self.owner.stats.send_errors += 1
+
+
+class _TcpConnection(asyncio.Protocol):
+    def __init__(self, owner: TransportSet, peer: Address | None = None) -> None:
+        self.owner = owner
+        self.peer = peer
+        self.framer = StreamFramer()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self.peer is None:
+            host, port = transport.get_extra_info("peername")[:2]
+            self.peer = Address("tcp", host, port)
+        self.owner._tcp[self.peer] = self
+        self.owner.stats.tcp_connections += 1
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None
+        try:
+            messages = self.framer.feed(data)
+        except SipParseError as exc:
+            self.owner.stats.framing_errors += 1
+            log.warning("tcp_framing_error", peer=str(self.peer), reason=exc.reason)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for message in messages:
+            self.owner.stats.received += 1
+            self.owner.deliver(message, self.peer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.owner._tcp.get(self.peer) is self:
+            del self.owner._tcp[self.peer]
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class TransportSet:
+    """All listening sockets of one user agent, and the TCP connections it has open."""
+
+    def __init__(self, on_message: MessageHandler) -> None:
+        self._on_message = on_message
+        self._udp: list[tuple[asyncio.DatagramTransport, _UdpProtocol, tuple[str, int]]] = []
+        self._servers: list[tuple[asyncio.Server, tuple[str, int]]] = []
+        self._tcp: dict[Address, _TcpConnection] = {}
+        self._connecting: dict[Address, asyncio.Task[None]] = {}
+        self._pending: dict[Address, list[bytes]] = {}
+        self.stats = TransportStats()
+
+    def deliver(self, data: bytes, source: Address) -> None:
+        try:
+            self._on_message(data, source)
+        except Exception:  # one bad message never takes the listener down
+            self.stats.extra["handler_errors"] = self.stats.extra.get("handler_errors", 0) + 1
+            log.exception("sip_handler_error", source=str(source))
+
+    async def listen(self, transport: str, host: str, port: int) -> tuple[str, int]:
+        """Open a listener; returns the bound (host, port) (port 0 picks a free one)."""
+        loop = asyncio.get_running_loop()
+        if transport == "udp":
+            dt, proto = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
+            sock = dt.get_extra_info("sockname")
+            bound = (sock[0], sock[1])
+            self._udp.append((dt, proto, bound))
+            return bound
+        if transport == "tcp":
+            server = await loop.create_server(lambda: _TcpConnection(self), host, port, reuse_address=True)
+            sock = server.sockets[0].getsockname()
+            bound = (sock[0], sock[1])
+            self._servers.append((server, bound))
+            return bound
+        raise ValueError(f"unsupported transport {transport!r}")
+
+    def local(self, transport: str) -> tuple[str, int] | None:
+        """The bound address of the first listener of a transport (for Via and Contact)."""
+        if transport == "udp" and self._udp:
+            return self._udp[0][2]
+        if transport == "tcp" and self._servers:
+            return self._servers[0][1]
+        return None
+
+    def send(self, wire: bytes, dest: Address) -> None:
+        if dest.transport == "udp":
+            if not self._udp:
+                self.stats.send_errors += 1
+                return
+            self._udp[0][0].sendto(wire, (dest.host, dest.port))
+            self.stats.sent += 1
+            return
+        conn = self._tcp.get(dest)
+        if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+            conn.transport.write(wire)
+            self.stats.sent += 1
+            return
+        self._pending.setdefault(dest, []).append(wire)
+        if dest not in self._connecting:
+            self._connecting[dest] = asyncio.get_running_loop().create_task(self._connect(dest))
+
+    async def _connect(self, dest: Address) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _TcpConnection(self, dest), dest.host, dest.port), timeout=10
+            )
+            assert conn.transport is not None
+            for wire in self._pending.pop(dest, []):
+                conn.transport.write(wire)
+                self.stats.sent += 1
+        except (OSError, asyncio.TimeoutError) as exc:
+            dropped = len(self._pending.pop(dest, []))
+            self.stats.send_errors += dropped
+            log.warning("tcp_connect_failed", peer=str(dest), error=str(exc), dropped=dropped)
+        finally:
+            self._connecting.pop(dest, None)
+
+    async def close(self) -> None:
+        for task in list(self._connecting.values()):
+            task.cancel()
+        for dt, _, _ in self._udp:
+            dt.close()
+        for server, _ in self._servers:
+            server.close()
+        for conn in list(self._tcp.values()):
+            if conn.transport is not None:
+                conn.transport.close()
+        for server, _ in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), timeout=1)
+        self._udp.clear()
+        self._servers.clear()
