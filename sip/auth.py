@@ -627,6 +627,8 @@ class DigestServer:
         age ("stale" only for otherwise correct credentials, RFC 7616 §3.3), then replay (only a correct
         request advances the nonce count, so forged requests cannot burn a client's nonce).
         """
+        if not math.isfinite(now):
+            raise ValueError(f"now must be a finite number, got {now!r}")
         if header_value is None or not header_value.strip():
             return Verdict(False, reason="missing")
         try:

@@ -11,12 +11,15 @@ _MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive
 def offer_direction(sdp: str) -> str:
     """The effective direction of the (first) audio stream: a=... attribute, or c=0.0.0.0 meaning hold (RFC 2543)."""
     direction = "sendrecv"
+    zero_address = False
     for line in sdp.splitlines():
         line = line.strip()
         if line.startswith("a=") and line[2:] in _MIRROR:
             direction = line[2:]
         elif line.startswith("c=") and line.endswith(" 0.0.0.0"):
-            direction = "sendonly"
+            zero_address = True
+    if zero_address and direction == "sendrecv":
+        return "sendonly"
     return direction
 
 

@@ -506,6 +506,8 @@ def test_server_constructor_validation() -> None:
         DigestServer("bad\r\nrealm", SECRET)
     with pytest.raises(ValueError):
         make_server().challenges(float("nan"))
+    with pytest.raises(ValueError):
+        make_server().verify(None, "REGISTER", URI, password_for, float("nan"))
 
 
 def test_server_repr_hides_secret() -> None:
