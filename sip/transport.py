@@ -162,7 +162,7 @@ class TransportSet:
             for wire in self._pending.pop(dest, []):
                 conn.transport.write(wire)
                 self.stats.sent += 1
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             dropped = len(self._pending.pop(dest, []))
             self.stats.send_errors += dropped
             log.warning("tcp_connect_failed", peer=str(dest), error=str(exc), dropped=dropped)

@@ -7,29 +7,29 @@ from sip.message import Request, Response, parse_message
 from sip.sdp_direction import answer_direction, offer_direction
 
 INVITE = (
-    "INVITE sip:bob@10.0.0.2 SIP/2.0\r\n"
-    "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa1\r\n"
-    "Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>\r\n"
-    "Max-Forwards: 70\r\n"
-    'From: "Alice" <sip:alice@10.0.0.1>;tag=fa\r\n'
-    "To: <sip:bob@10.0.0.2>\r\n"
-    "Call-ID: c1@10.0.0.1\r\n"
-    "CSeq: 7 INVITE\r\n"
-    "Contact: <sip:alice@10.0.0.1:5060>\r\n"
-    "Content-Length: 0\r\n\r\n"
-).encode()
+    b"INVITE sip:bob@10.0.0.2 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa1\r\n"
+    b"Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>\r\n"
+    b"Max-Forwards: 70\r\n"
+    b'From: "Alice" <sip:alice@10.0.0.1>;tag=fa\r\n'
+    b"To: <sip:bob@10.0.0.2>\r\n"
+    b"Call-ID: c1@10.0.0.1\r\n"
+    b"CSeq: 7 INVITE\r\n"
+    b"Contact: <sip:alice@10.0.0.1:5060>\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
 
 OK = (
-    "SIP/2.0 200 OK\r\n"
-    "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa1\r\n"
-    "Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>\r\n"
-    'From: "Alice" <sip:alice@10.0.0.1>;tag=fa\r\n'
-    "To: <sip:bob@10.0.0.2>;tag=tb\r\n"
-    "Call-ID: c1@10.0.0.1\r\n"
-    "CSeq: 7 INVITE\r\n"
-    "Contact: <sip:bob@10.0.0.2:5070>\r\n"
-    "Content-Length: 0\r\n\r\n"
-).encode()
+    b"SIP/2.0 200 OK\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa1\r\n"
+    b"Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>\r\n"
+    b'From: "Alice" <sip:alice@10.0.0.1>;tag=fa\r\n'
+    b"To: <sip:bob@10.0.0.2>;tag=tb\r\n"
+    b"Call-ID: c1@10.0.0.1\r\n"
+    b"CSeq: 7 INVITE\r\n"
+    b"Contact: <sip:bob@10.0.0.2:5070>\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
 
 
 def invite() -> Request:
@@ -95,7 +95,10 @@ def test_ack_reuses_the_invite_cseq_number() -> None:
     assert d.local_seq == 7  # ACK does not consume a CSeq number
 
 
-SDP = "v=0\r\no=ss 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0\r\na=sendrecv\r\n"
+SDP = (
+    "v=0\r\no=ss 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 20000 RTP/AVP 0\r\na=sendrecv\r\n"
+)
 
 
 def test_hold_offers_get_mirrored_answers() -> None:
