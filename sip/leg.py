@@ -125,6 +125,7 @@ class Leg:
         self.end_cause: EndCause | None = None
         self.events: asyncio.Queue[LegEvent] = asyncio.Queue()
         self.ended = asyncio.Event()
+        self._bye_after_ack = False  # hangup() came before the ACK for our 2xx: BYE when it arrives
         self.log: Any = structlog.get_logger("sip.leg").bind(call_id=self.call_id, direction=self.direction)
 
     @property
@@ -220,6 +221,9 @@ class Leg:
         if request.body and self.remote_sdp is None:
             self.remote_sdp = request.body.decode("utf-8", "replace")
         self.acked.set()
+        if self._bye_after_ack:
+            self._bye_after_ack = False
+            self._send_bye()
 
     acked: asyncio.Event
 
@@ -335,13 +339,27 @@ class InboundLeg(Leg):
         if self.state is LegState.ENDED:
             return
         if self.state is LegState.ANSWERED:
-            self._send_bye()
+            if self.acked.is_set():
+                self._send_bye()
+            else:
+                # RFC 3261 §15: no BYE before the ACK for our 2xx. It goes out when the ACK arrives, or when the ACK
+                # times out (_on_ack_timeout); the leg ends now either way.
+                self._bye_after_ack = True
             self._end(EndCause("bye", by="local"))
         else:
             await self.reject(status, reason)
 
     def _on_cancelled(self) -> None:
         self._end(EndCause("cancelled", 487, "caller cancelled", by="remote"))
+
+    def _on_request(self, request: Request, tx: ServerTransaction, source: Address) -> None:
+        early = request.method == "BYE" and self.state in (LegState.CALLING, LegState.RINGING, LegState.EARLY)
+        super()._on_request(request, tx, source)
+        if early and self.state is LegState.ENDED:
+            # RFC 3261 §15.1.2: a BYE in the early dialog ends the call; the pending INVITE is answered 487.
+            response = make_response(self.invite, 487, "", to_tag=self.local_tag)
+            response.headers.add("Server", self.ua.user_agent)
+            self.ua.send_response(self.tx, response)
 
 
 class OutboundLeg(Leg):

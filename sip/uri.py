@@ -1,18 +1,66 @@
 """SIP addresses: URIs (RFC 3261 §19.1), name-addr/addr-spec header values (From, To, Contact, Route) and Via.
 
 Pure value parsing and formatting; no I/O. Parsing is tolerant of what real peers send (unquoted display names,
-addr-spec without angle brackets, IPv6 references) and raises `ValueError` with a clear message otherwise.
+addr-spec without angle brackets, IPv6 references, LWS around separators) and raises `ValueError` with a clear
+message otherwise.
+
+Formatting is canonical rather than byte-faithful: hosts and parameter names come back lower-cased, LWS around
+';' and '=' is dropped. User parts, parameter values and URI headers are kept as received (escapes included).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
+
+_SCHEME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-."
+_BAD_HOST_CHARS = frozenset(' \t\r\n<>"@;?,/\\[]()')
+_IPV6_CHARS = "0123456789abcdefABCDEF:."
+
+
+def _find_unquoted(text: str, ch: str, start: int = 0) -> int:
+    """Index of the first `ch` outside double-quoted strings (backslash escapes honoured), or -1."""
+    if '"' not in text:
+        return text.find(ch, start)
+    quoted = False
+    i = start
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if quoted:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                quoted = False
+        elif c == '"':
+            quoted = True
+        elif c == ch:
+            return i
+        i += 1
+    return -1
+
+
+def _split_unquoted(text: str, sep: str) -> list[str]:
+    """text.split(sep), except inside double-quoted strings."""
+    if '"' not in text:
+        return text.split(sep)
+    out: list[str] = []
+    start = 0
+    while True:
+        i = _find_unquoted(text, sep, start)
+        if i < 0:
+            out.append(text[start:])
+            return out
+        out.append(text[start:i])
+        start = i + 1
 
 
 def _parse_params(text: str) -> dict[str, str | None]:
-    """';a=b;lr;c="x"' -> {'a': 'b', 'lr': None, 'c': '"x"'} (names lower-cased, order kept)."""
+    """';a=b;lr;c="x;y"' -> {'a': 'b', 'lr': None, 'c': '"x;y"'} (names lower-cased, order kept)."""
     params: dict[str, str | None] = {}
-    for piece in text.split(";"):
+    if not text:
+        return params
+    for piece in _split_unquoted(text, ";"):
         piece = piece.strip()
         if not piece:
             continue
@@ -41,22 +89,30 @@ class SipUri:
     def parse(cls, text: str) -> SipUri:
         text = text.strip()
         scheme, colon, rest = text.partition(":")
-        if not colon or not scheme:
-            raise ValueError(f"not a URI: {text!r}")
+        if not colon or not scheme[:1].isalpha() or not scheme.isascii() or scheme.strip(_SCHEME_CHARS):
+            raise ValueError(f"not a URI: {text[:80]!r}")
         scheme = scheme.lower()
         if scheme not in ("sip", "sips"):
+            if not rest or any(c in rest for c in " \t\r\n<>"):
+                raise ValueError(f"bad {scheme}: URI: {text[:80]!r}")
             return cls(scheme=scheme, host="", user=rest)
-        rest, _, headers = rest.partition("?")
+        # userinfo ends at the last '@' before the URI headers; user parts may themselves hold '?', ';' and ','
+        # (RFC 4475 intmeth, semiuri), so when the '?' comes before every '@' it belongs to the user part.
+        q = rest.find("?")
+        at = rest.rfind("@", 0, q) if q >= 0 else rest.rfind("@")
+        if at < 0 and q >= 0:
+            at = rest.rfind("@")
         user: str | None = None
         password: str | None = None
-        if "@" in rest:
-            userinfo, _, rest = rest.rpartition("@")
+        if at >= 0:
+            userinfo, rest = rest[:at], rest[at + 1:]
             user, pc, pw = userinfo.partition(":")
             password = pw if pc else None
+            if not user:
+                raise ValueError(f"empty user part: {text[:80]!r}")
+        rest, _, headers = rest.partition("?")
         hostport, _, ptext = rest.partition(";")
         host, port = _split_hostport(hostport)
-        if not host:
-            raise ValueError(f"URI without host: {text!r}")
         return cls(scheme, host, user, password, port, _parse_params(ptext), headers)
 
     @property
@@ -86,17 +142,44 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise ValueError(f"bad IPv6 reference: {text!r}")
-        host, rest = text[1:end], text[end + 1:]
-        port_text = rest[1:] if rest.startswith(":") else ""
+            raise ValueError(f"bad IPv6 reference: {text[:80]!r}")
+        host, rest = text[1:end], text[end + 1:].strip()
+        if not host or ":" not in host or host.strip(_IPV6_CHARS):
+            raise ValueError(f"bad IPv6 reference: {text[:80]!r}")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"junk after IPv6 reference: {text[:80]!r}")
+        colon, port_text = bool(rest), rest[1:].strip()
     else:
-        host, _, port_text = text.partition(":")
+        host, sep, port_text = text.partition(":")
+        host, colon, port_text = host.rstrip(), bool(sep), port_text.strip()
+        if not host:
+            raise ValueError(f"missing host: {text[:80]!r}")
+        if not _BAD_HOST_CHARS.isdisjoint(host):
+            raise ValueError(f"bad host: {host[:80]!r}")
     port: int | None = None
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"bad port: {port_text!r}")
+    if colon:
+        if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5 or not 0 < int(port_text) < 65536:
+            raise ValueError(f"bad port: {port_text[:20]!r}")
         port = int(port_text)
     return host.lower(), port
+
+
+def _quoted_end(text: str, start: int) -> int:
+    """Index of the quote closing the quoted-string opened at `start`, or -1."""
+    i = start + 1
+    while True:
+        i = text.find('"', i)
+        if i < 0:
+            return -1
+        k = i - 1
+        while text[k] == "\\":
+            k -= 1
+        if (i - 1 - k) % 2 == 0:
+            return i
+        i += 1
+
+
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +195,30 @@ class NameAddr:
         text = text.strip()
         if text == "*":
             raise ValueError("'*' is not an address")
-        lt = _find_unquoted(text, "<")
-        if lt >= 0:
-            gt = text.find(">", lt)
-            if gt < 0:
-                raise ValueError(f"unbalanced '<' in {text!r}")
-            display = text[:lt].strip()
-            if display.startswith('"') and display.endswith('"') and len(display) >= 2:
-                display = display[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-            uri = SipUri.parse(text[lt + 1:gt])
-            return cls(uri, display or None, _parse_params(text[gt + 1:]))
-        # addr-spec: params after the URI belong to the header (RFC 3261 §20.10).
-        uri_text, _, ptext = text.partition(";")
-        return cls(SipUri.parse(uri_text), None, _parse_params(ptext))
+        if text.startswith('"'):
+            end = _quoted_end(text, 0)
+            if end < 0:
+                raise ValueError(f"unbalanced quotes in {text[:80]!r}")
+            display: str | None = _QUOTED_PAIR_RE.sub(r"\1", text[1:end])
+            lt = text.find("<", end)
+            if lt < 0 or text[end + 1:lt].strip():
+                raise ValueError(f"quoted display name without <URI> in {text[:80]!r}")
+        else:
+            lt = _find_unquoted(text, "<")
+            if lt < 0:
+                # addr-spec: params after the URI belong to the header (RFC 3261 §20.10).
+                uri_text, _, ptext = text.partition(";")
+                return cls(SipUri.parse(uri_text), None, _parse_params(ptext))
+            display = " ".join(text[:lt].split())
+            if '"' in display:
+                raise ValueError(f"bad display name in {text[:80]!r}")
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise ValueError(f"unbalanced '<' in {text[:80]!r}")
+        tail = text[gt + 1:].strip()
+        if tail and not tail.startswith(";"):
+            raise ValueError(f"junk after '>' in {text[:80]!r}")
+        return cls(SipUri.parse(text[lt + 1:gt]), display or None, _parse_params(tail))
 
     @property
     def tag(self) -> str | None:
@@ -143,22 +237,7 @@ class NameAddr:
         return f"{display}<{self.uri}>{_format_params(self.params)}"
 
 
-def _find_unquoted(text: str, ch: str) -> int:
-    quoted = False
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if quoted:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == ch:
-            return i
-        i += 1
-    return -1
+_VIA_PROTO_RE = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9!%*_+`'~.\-]+)\s+", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,16 +251,16 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        proto, _, rest = text.strip().partition(" ")
-        parts = [p.strip() for p in proto.split("/")]
-        if len(parts) != 3 or parts[0].upper() != "SIP" or parts[1] != "2.0" or not parts[2]:
-            raise ValueError(f"bad Via protocol: {proto!r}")
-        rest = rest.strip()
-        sent_by, _, ptext = rest.partition(";")
+        m = _VIA_PROTO_RE.match(text)
+        if m is None:
+            raise ValueError(f"bad Via protocol: {text[:60]!r}")
+        rest = text[m.end():]
+        semi = _find_unquoted(rest, ";")
+        sent_by, ptext = (rest[:semi], rest[semi + 1:]) if semi >= 0 else (rest, "")
+        if "," in sent_by:
+            raise ValueError(f"several via-parms in one Via value: {text[:60]!r}")
         host, port = _split_hostport(sent_by)
-        if not host:
-            raise ValueError(f"Via without sent-by host: {text!r}")
-        return cls(parts[2].upper(), host, port, _parse_params(ptext))
+        return cls(m.group(1).upper(), host, port, _parse_params(ptext))
 
     @property
     def branch(self) -> str | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sipharness import HOST, Sipp, render_scenario
+from sipharness import HOST, Baresip, Sipp, free_port, free_port_block, render_baresip, render_scenario
 
 from sip.ua import UserAgent
 
@@ -64,3 +64,24 @@ def media_sink() -> Iterator[int]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((HOST, 0))
         yield int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def make_baresip(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """`await make_baresip("callee"|"caller", quit_after=s, commands=[...])` -> a started Baresip on free ports."""
+    if shutil.which("baresip") is None:
+        pytest.skip("baresip is not installed")
+    runs: list[Baresip] = []
+
+    async def factory(role: str, *, quit_after: int = 10, commands: list[str] | None = None) -> Baresip:
+        sip_port, rtp_base = free_port(), free_port_block(12)
+        config = render_baresip(role, tmp_path / f"baresip{len(runs)}", sip_port, rtp_base)
+        bs = Baresip(config, sip_port, quit_after=quit_after, commands=list(commands or []))
+        runs.append(bs)
+        return await bs.start()
+
+    yield factory
+    for bs in runs:
+        bs.kill()
+        if bs.proc is not None:
+            await bs.proc.wait()

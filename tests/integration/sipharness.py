@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -318,5 +319,85 @@ async def collect_events(leg: Leg, timeout: float = 15.0, until: type | tuple[ty
         except TimeoutError:
             raise TimeoutError(f"no {until} within {timeout} s; got {events}") from None
         events.append(event)
-        if isinstance(event, until) or isinstance(event, Ended):
+        if isinstance(event, (until, Ended)):
             return events
+
+
+# -- baresip ------------------------------------------------------------------------------------------------------
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def render_baresip(role: str, dest: Path, sip_port: int, rtp_base: int, rtp_count: int = 10) -> Path:
+    """A per-test copy of tests/baresip/`role` (callee|caller): @HARNESS@ -> the tests/ folder (it holds
+    baresip/tone_8k.wav), sip_listen and the account on `sip_port`, rtp_ports on [rtp_base, rtp_base+rtp_count]."""
+    out = dest / role
+    out.mkdir(parents=True)
+    for name in ("config", "accounts"):
+        text = (BARESIP_DIR / role / name).read_text().replace("@HARNESS@", str(TESTS))
+        text = re.sub(r"127\.0\.0\.1:\d+", f"{HOST}:{sip_port}", text)
+        text = re.sub(r"^(rtp_ports\s+)\S+$", rf"\g<1>{rtp_base}-{rtp_base + rtp_count}", text, flags=re.M)
+        (out / name).write_text(text)
+    return out
+
+
+@dataclass
+class Baresip:
+    """One headless baresip (`-f config_dir -n 127.0.0.1 -t seconds`), output in `<config_dir>.log`."""
+
+    config_dir: Path
+    sip_port: int
+    quit_after: int = 10
+    commands: list[str] = field(default_factory=list)
+    sip_trace: bool = True  # -s: SIP messages in the output (for failure reports)
+    proc: asyncio.subprocess.Process | None = None
+
+    def __post_init__(self) -> None:
+        self.log_file = self.config_dir.with_suffix(".log")
+
+    async def start(self) -> Baresip:
+        args = ["baresip", "-f", str(self.config_dir), "-n", HOST, "-t", str(self.quit_after)]
+        if self.sip_trace:
+            args.append("-s")
+        for command in self.commands:
+            args += ["-e", command]
+        # baresip prints through stdio: into a file that is block-buffered, so lines we wait for could sit in
+        # its buffer for seconds. stdbuf makes stdout/stderr line-buffered.
+        if shutil.which("stdbuf"):
+            args = ["stdbuf", "-oL", "-eL", *args]
+        with self.log_file.open("wb") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                *args, cwd=self.config_dir, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        await self.wait_for("baresip is ready", 5)
+        await wait_listening(self.sip_port, "udp", 5)
+        return self
+
+    @property
+    def output(self) -> str:
+        return _ANSI.sub("", _read(self.log_file))
+
+    async def wait_for(self, text: str, timeout: float) -> str:
+        """Wait until `text` shows in the output; returns the output (raises with it on timeout or exit)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if time.monotonic() > deadline or (self.proc is not None and self.proc.returncode is not None
+                                               and text not in self.output):
+                raise AssertionError(f"baresip never printed {text!r}; output:\n{self.output[-4000:]}")
+            await asyncio.sleep(0.05)
+        return self.output
+
+    async def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.kill()
+            await self.proc.wait()
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()

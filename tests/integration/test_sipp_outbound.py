@@ -17,7 +17,8 @@ from sipharness import (
 )
 
 from sip.auth import Credentials
-from sip.leg import Answered, Ended
+from sip.leg import Answered, EarlyMedia, Ended, Ringing
+from sip.transaction import TimerConfig
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +27,10 @@ TRUNK_USER, TRUNK_PASS = "trunkuser", "trunkpass"
 CUSTOM = ("X-PH-Test", "keep-me")
 
 
-async def _call(ua, sipp, sdp: str, *, password: str = TRUNK_PASS, user: str = "+15551234567", **kw):
+async def _call(ua, sipp, sdp: str, *, password: str = TRUNK_PASS, user: str = "+15551234567",
+                uri_params: str = "", **kw):
     return await ua.invite(
-        f"sip:{user}@{sipp.uri_host}", from_uri=f"sip:+15550001111@{HOST}", sdp=sdp, headers=[CUSTOM],
+        f"sip:{user}@{sipp.uri_host}{uri_params}", from_uri=f"sip:+15550001111@{HOST}", sdp=sdp, headers=[CUSTOM],
         credentials=Credentials(TRUNK_USER, password), **kw,
     )
 
@@ -58,11 +60,12 @@ def _check_auth_retry(messages: str, sdp: str, auth_header: str, password: str =
     assert password not in messages
 
 
-async def test_outbound_401_trunk_answers_then_hangs_up(make_ua, make_sipp, media_sink) -> None:
-    sipp = await make_sipp("uas_trunk_auth_401.xml", extra=["-d", "500"])
-    ua = await make_ua()
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_outbound_401_trunk_answers_then_hangs_up(make_ua, make_sipp, media_sink, transport: str) -> None:
+    sipp = await make_sipp("uas_trunk_auth_401.xml", transport=transport, extra=["-d", "500"])
+    ua = await make_ua(transports=("udp", "tcp"))
     sdp = make_sdp(media_sink)
-    leg = await _call(ua, sipp, sdp)
+    leg = await _call(ua, sipp, sdp, uri_params=";transport=tcp" if transport == "tcp" else "")
     events = await collect_events(leg, timeout=15)
     result = await sipp.wait(10)
     assert result.returncode == 0, result.describe()
@@ -76,6 +79,8 @@ async def test_outbound_401_trunk_answers_then_hangs_up(make_ua, make_sipp, medi
     assert [m.method for m in trace if m.direction == "received" and m.method] == ["INVITE", "ACK", "INVITE",
                                                                                  "ACK"]
     assert any(m.direction == "received" and m.status == 200 and "BYE" in (m.header("CSeq") or "") for m in trace)
+    vias = [m.header("Via") or "" for m in trace if m.method == "INVITE"]
+    assert vias and all(v.startswith(f"SIP/2.0/{transport.upper()} ") for v in vias)
 
 
 async def test_outbound_407_trunk_digest_verifies_offline(make_ua, make_sipp, media_sink) -> None:
@@ -108,7 +113,8 @@ async def test_outbound_wrong_password_is_auth_failed(make_ua, make_sipp, media_
     assert not any(isinstance(e, Answered) for e in events)
     assert leg.end_cause is not None
     assert (leg.end_cause.kind, leg.end_cause.status) == ("auth_failed", 403)
-    assert result.returncode != 0, result.describe()  # the trunk counts the call as failed (bad digest)
+    # the trunk counts the call as failed (bad digest)
+    assert (result.returncode, result.timed_out) == (1, False), result.describe()
     trace = parse_trace(result.messages)
     assert [m.status for m in trace if m.direction == "sent" and m.status] == [401, 403]
     # the 403 was ACKed (SIPp took it) and there was no third INVITE
@@ -141,7 +147,7 @@ async def test_outbound_early_media_then_we_hang_up(make_ua, make_sipp, media_si
     assert header_param(bye[0].header("From") or "", "tag") == header_param(invite_ok.header("From") or "", "tag")
     assert header_param(bye[0].header("To") or "", "tag") == header_param(invite_ok.header("To") or "", "tag")
     assert bye[0].header("Authorization") is None  # credentials are not replayed on in-dialog requests
-    assert ok[-1].header("CSeq", ) and "BYE" in (ok[-1].header("CSeq") or "")
+    assert "BYE" in (ok[-1].header("CSeq") or "")
 
 
 async def test_outbound_cancel_while_ringing(make_ua, make_sipp, media_sink) -> None:
@@ -188,7 +194,7 @@ async def test_outbound_rejected(make_ua, make_sipp, media_sink, status: int) ->
 
 async def test_outbound_authenticated_retry_never_answered_is_auth_timeout(make_ua, make_sipp, media_sink) -> None:
     t1 = 0.05  # Timer B = 64*T1 = 3.2 s
-    sipp = await make_sipp("uas_auth_then_silent.xml", subs={"SILENCE_MS": 4500})
+    sipp = await make_sipp("uas_auth_then_silent.xml", subs={"SILENCE_MS": 3600})
     ua = await make_ua(timers=TimerConfig(t1=t1))
     loop_time = ua.now()
     leg = await _call(ua, sipp, make_sdp(media_sink))
@@ -200,4 +206,9 @@ async def test_outbound_authenticated_retry_never_answered_is_auth_timeout(make_
     result = await sipp.wait(10)
     assert result.returncode == 0, result.describe()
     invites = [m for m in parse_trace(result.messages) if m.direction == "received" and m.method == "INVITE"]
-    assert invites and invites[-1].header("Authorization")
+    first, retries = invites[0], invites[1:]
+    assert first.header("Authorization") is None and retries[0].header("Authorization")
+    # Timer A retransmitted the authenticated INVITE (same transaction) at 0.05, 0.1, 0.2 ... s until Timer B
+    assert len(retries) >= 5
+    assert len({via_branch(m.header("Via") or "") for m in retries}) == 1
+    assert {m.header("CSeq") for m in retries} == {retries[0].header("CSeq")}

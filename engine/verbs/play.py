@@ -1,0 +1,28 @@
+"""`<Play>` (spec §4.5): play an mp3/wav file from a URL, `loop` times (0 = until something else ends the call).
+
+Schema only for now: the body is the file's URL (http(s) or relative to the document's URL, resolved at run time).
+What does not live here: fetching, decoding and caching audio (media/fetch, media/sources).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .base import Attr, Verb, parse_url
+
+
+class Play(Verb):
+    """Play the file at the body URL."""
+
+    TAG = "Play"
+    ATTRIBUTES: ClassVar[dict[str, Attr]] = {
+        "loop": Attr("int", default=1, min=0),  # 0 means forever (FW: 10000 loops)
+    }
+    TEXT = "required"
+    ANSWERS = True
+
+    def validate(self) -> None:
+        try:
+            parse_url(self.text)
+        except ValueError as exc:
+            raise self.error(f"body must be the audio file's URL: {exc}") from None

@@ -1,0 +1,20 @@
+"""`<PreAnswer>` (spec §4.8): send early media (183 with SDP) without answering, and run the children in it.
+
+No attributes. Children are those of spec §1.2 (Message is listed there but is refused by the registry as
+unsupported). It does not answer (ANSWERS = False).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .base import Attr, Verb
+
+
+class PreAnswer(Verb):
+    """Early media: the children play before the call is answered."""
+
+    TAG = "PreAnswer"
+    ATTRIBUTES: ClassVar[dict[str, Attr]] = {}
+    CHILDREN = frozenset({"Speak", "Play", "Wait", "GetDigits", "Redirect", "Message", "DTMF"})
+    ANSWERS = False

@@ -1,0 +1,598 @@
+"""Webhooks: every HTTP request the engine makes to an app (answer_url, fallback_url, action, callbacks, hangup_url).
+
+What lives here: ``Webhooks``, which owns the one shared ``httpx.AsyncClient`` (httpx's API on the
+``httpx_aiohttp.AiohttpTransport``, see design.md "HTTP client"), and
+- ``request``: one signed request (spec §2.1-2.3): GET sends the parameters in the query string (the URL's own query
+  parameters merged in first, later values winning), POST sends them as ``application/x-www-form-urlencoded`` with
+  the URL's query parameters merged into the form too and the URL left as it is. Session parameters (CallUUID,
+  From, To, CallStatus, Direction...) go on every request; request-specific parameters win over them, and the URL's
+  query wins over both (FW's order). Every request carries ``X-Plivo-Signature-V3`` and its nonce, computed over
+  exactly the URL requested and the form posted (engine/signature.py), so the plivo SDK's validator accepts it.
+- ``fetch_xml``: the answer fetch (spec §2.7): up to 3 attempts with backoff within 60 s; a non-2xx status, an empty
+  body, a timeout, a connection error or a body the caller's ``validate`` rejects is a failed attempt (4xx other
+  than 408/429 is not retried: the same request gets the same answer); then ``fallback_url`` with the same
+  parameters and the same policy; ``WebhookError`` with every reason when all fail. ``fetch_fallback`` is the
+  fallback alone, for a caller that found the answer body invalid after ``fetch_xml`` returned it.
+- ``post_callback``: a fire-and-report callback retried a few times with backoff; one that still fails is stored in
+  the outbox (engine/store.py) for engine/outbox.py to retry, also after a restart. A callback cancelled (engine
+  shutdown) while being retried is stored too. With no store configured it is logged as lost (error level): the
+  daemon always passes its store.
+- ``metrics``: counters and a latency histogram for /metrics.
+What does not: parsing or validating XML (engine/xml.py; the caller passes ``validate``), deciding which URL a call
+uses or what the session parameters are (engine/calls), the outbox's retry schedule (engine/outbox.py).
+
+Logging: one structlog event per request (``webhook.request`` / ``webhook.failed``) with the URL (scheme, host and
+path only: no user:password, no query), method, status, latency, attempt, kind and call_uuid. Never the auth token,
+the signature, the URL's credentials or query, or the parameters' values. Error texts follow the same rule.
+Delivery is at least once: a request that timed out may have reached the app and is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import httpx
+import structlog
+from httpx_aiohttp import AiohttpTransport
+
+from engine.signature import NONCE_HEADER, SIGNATURE_HEADER, make_nonce, sign_v3
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store import Store
+
+__all__ = [
+    "FetchResult",
+    "LatencyHistogram",
+    "WebhookError",
+    "WebhookMetrics",
+    "WebhookSettings",
+    "Webhooks",
+    "build_request",
+    "log_url",
+    "safe_url",
+]
+
+METHODS = ("GET", "POST")
+USER_AGENT = "softswitch"
+_NOT_RETRIED = frozenset(range(400, 500)) - {408, 429}
+
+
+class WebhookError(Exception):
+    """A request (or every attempt of a fetch, fallback included) failed. ``errors``: one line per failure."""
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message if not errors else f"{message}: {'; '.join(errors)}")
+        self.errors: list[str] = list(errors or [message])
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Timeouts and retry policy. Defaults follow spec §2.7; tests shorten them."""
+
+    request_timeout: float = 8.0
+    """Seconds for one request, connect to last byte (hard bound)."""
+    connect_timeout: float = 3.0
+    fetch_attempts: int = 3
+    """Attempts at answer_url (and again at fallback_url)."""
+    fetch_total: float = 60.0
+    """Seconds for all attempts at one URL; the fallback gets its own budget."""
+    fetch_backoff: float = 1.0
+    """Delay before the 2nd attempt; doubled for each later one."""
+    callback_attempts: int = 3
+    callback_backoff: float = 1.0
+    """Delay before the 2nd callback attempt; doubled for each later one (1 s + 2 s: ~3 s plus request time)."""
+    max_connections: int = 200
+    max_keepalive: int = 50
+
+
+class LatencyHistogram:
+    """Request latencies in Prometheus-style cumulative buckets (seconds), plus sum and count."""
+
+    BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)  # last: above the largest bound (+Inf only)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.BOUNDS, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(upper bound, observations <= bound)`` for each bucket, ending with ``(inf, count)``."""
+        out: list[tuple[float, int]] = []
+        running = 0
+        for bound, n in zip((*self.BOUNDS, math.inf), self.counts, strict=True):
+            running += n
+            out.append((bound, running))
+        return out
+
+
+@dataclass
+class WebhookMetrics:
+    """Counters the metrics endpoint reads. ``failures`` counts requests without a 2xx (errors included)."""
+
+    requests: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    fallbacks: int = 0
+    callbacks_delivered: int = 0
+    callbacks_queued: int = 0
+    callbacks_lost: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """An app document fetched with ``fetch_xml`` / ``fetch_fallback``."""
+
+    body: bytes
+    url: str
+    """The URL the body came from, as configured (answer_url or fallback_url, before GET parameters were added):
+    relative URLs in the document resolve against it."""
+    method: str
+    status: int
+    content_type: str
+    attempts: int
+    """Requests made in all, fallback included."""
+    errors: list[str]
+    """Why earlier attempts failed (empty when the first attempt succeeded)."""
+    used_fallback: bool = False
+    parsed: Any = None
+    """What ``validate`` returned for this body (e.g. the parsed document), else None."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    method: str
+    url: str
+    """What is requested (GET: with the merged query), without user:password: what the app sees as its URL and
+    what is signed."""
+    form: dict[str, str]
+    body: bytes | None
+    auth: tuple[str, str] | None
+    """HTTP Basic credentials that were in the URL."""
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with any user:password removed (for logs and signatures)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def log_url(url: str) -> str:
+    """``url`` as logs and error messages show it: scheme, host, port and path only. The query goes too: apps put
+    tokens there (``?token=...``), and GET requests carry the call's parameters in it."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid url>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def build_request(
+    url: str,
+    method: str,
+    params: Mapping[str, object] | None = None,
+    session_params: Mapping[str, object] | None = None,
+) -> tuple[str, str, dict[str, str], bytes | None]:
+    """``(method, url to request, merged parameters, body)`` for a webhook (spec §2.1); ValueError for a method
+    other than GET/POST or a URL that is not http(s)."""
+    prepared = _prepare(url, method, params, session_params)
+    return prepared.method, prepared.url, prepared.form, prepared.body
+
+
+def _prepare(
+    url: str,
+    method: str,
+    params: Mapping[str, object] | None,
+    session_params: Mapping[str, object] | None,
+) -> _Prepared:
+    verb = method.upper()
+    if verb not in METHODS:
+        raise ValueError(f"webhook method must be GET or POST, not {method!r}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"webhook URL must be http(s)://host/...: {log_url(url)!r}")
+    merged: dict[str, str] = {k: _text(v) for k, v in (session_params or {}).items()}
+    merged.update({k: _text(v) for k, v in (params or {}).items()})
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        merged[key] = value  # the URL's own parameters win, the last of a repeated key winning
+    if verb == "GET":
+        target = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", urlencode(merged), ""))
+        body = None
+    else:
+        target = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+        body = urlencode(merged).encode("ascii")
+    # Sign what goes on the wire: httpx normalises the URL (default port, percent-encoding) before sending.
+    wire = httpx.URL(target)
+    auth = (wire.username, wire.password) if wire.username or wire.password else None
+    return _Prepared(verb, safe_url(str(wire)), merged, body, auth)
+
+
+def _describe(exc: BaseException, limit: float) -> tuple[bool, str]:
+    """``(was it a timeout, one line saying why)`` for a failed request. The aiohttp transport maps every connection
+    error to ``httpx.ConnectTimeout``, so the original aiohttp error (``__cause__``) decides."""
+    root = exc.__cause__ if isinstance(exc, httpx.HTTPError) and exc.__cause__ is not None else exc
+    if isinstance(root, TimeoutError | aiohttp.ServerTimeoutError | httpx.TimeoutException):
+        return True, f"timed out after {limit:g} s"
+    text = _scrub(str(root))
+    return False, f"{type(root).__name__}: {text}" if text else type(root).__name__
+
+
+_URL_CREDENTIALS = re.compile(r"//[^/@\s'\"]*@")
+_URL_QUERY = re.compile(r"(https?://[^\s'\"?#]*)[?#][^\s'\"]*")
+
+
+def _scrub(text: str) -> str:
+    """An error text without URL credentials or queries (some aiohttp errors quote the full URL)."""
+    return _URL_QUERY.sub(r"\1", _URL_CREDENTIALS.sub("//", text))
+
+
+class Webhooks:
+    """The engine's HTTP client for apps. One per process; ``await webhooks.close()`` before closing the store."""
+
+    def __init__(
+        self,
+        auth_token: str,
+        *,
+        store: Store | None = None,
+        settings: WebhookSettings | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._auth_token = auth_token
+        self.store = store
+        self.settings = settings or WebhookSettings()
+        self.metrics = WebhookMetrics()
+        self._client = client or httpx.AsyncClient(
+            transport=AiohttpTransport(
+                limits=httpx.Limits(
+                    max_connections=self.settings.max_connections,
+                    max_keepalive_connections=self.settings.max_keepalive,
+                )
+            ),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
+        )
+        self._tasks: set[asyncio.Task[bool]] = set()
+        self._log: Any = structlog.get_logger("engine.webhooks")
+
+    def __repr__(self) -> str:  # never show the token
+        return f"<Webhooks store={self.store is not None} settings={self.settings}>"
+
+    @classmethod
+    def from_config(
+        cls, config: Config, store: Store | None, settings: WebhookSettings | None = None
+    ) -> Webhooks:
+        """Webhooks signing with ``[http] auth_token``, keeping undelivered callbacks in ``store``."""
+        return cls(config.http.auth_token, store=store, settings=settings)
+
+    async def close(self) -> None:
+        """Cancel callbacks still being retried (each is stored in the outbox first), then close the client."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Webhooks:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- one request --------------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        url: str,
+        method: str = "POST",
+        params: Mapping[str, object] | None = None,
+        *,
+        session_params: Mapping[str, object] | None = None,
+        call_uuid: str | None = None,
+        kind: str = "request",
+        attempt: int = 1,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """Send one signed request and return its response (body read), whatever its status. Raises
+        ``WebhookError`` on a timeout or a connection failure; ValueError on a bad method or URL."""
+        prepared = _prepare(url, method, params, session_params)
+        limit = self.settings.request_timeout if timeout is None else max(0.001, timeout)
+        nonce = make_nonce()
+        headers = {
+            SIGNATURE_HEADER: sign_v3(prepared.url, nonce, self._auth_token, prepared.form, prepared.method),
+            NONCE_HEADER: nonce,
+        }
+        if prepared.body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        log = self._log.bind(
+            call_uuid=call_uuid or prepared.form.get("CallUUID"),
+            url=log_url(prepared.url),
+            method=prepared.method,
+            kind=kind,
+            attempt=attempt,
+        )
+        self.metrics.requests += 1
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(limit):
+                response = await self._client.request(
+                    prepared.method,
+                    prepared.url,
+                    content=prepared.body,
+                    headers=headers,
+                    auth=prepared.auth if prepared.auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    timeout=httpx.Timeout(limit, connect=min(limit, self.settings.connect_timeout)),
+                )
+        except (TimeoutError, httpx.HTTPError, aiohttp.ClientError, OSError) as e:
+            latency = time.monotonic() - started
+            timed_out, reason = _describe(e, limit)
+            self._failed(latency, timeout=timed_out)
+            log.warning("webhook.failed", error=reason, latency_ms=round(latency * 1000, 1))
+            raise WebhookError(f"{log_url(prepared.url)}: {reason}") from None
+        latency = time.monotonic() - started
+        self.metrics.latency.observe(latency)
+        self.metrics.by_status[response.status_code] = self.metrics.by_status.get(response.status_code, 0) + 1
+        if not response.is_success:
+            self.metrics.failures += 1
+        log.info(
+            "webhook.request",
+            status=response.status_code,
+            latency_ms=round(latency * 1000, 1),
+            bytes=len(response.content),
+        )
+        return response
+
+    def _failed(self, latency: float, *, timeout: bool = False) -> None:
+        self.metrics.failures += 1
+        self.metrics.timeouts += int(timeout)
+        self.metrics.latency.observe(latency)
+
+    # --- the answer fetch ---------------------------------------------------------------------------------
+
+    async def fetch_xml(
+        self,
+        url: str,
+        method: str = "POST",
+        params: Mapping[str, object] | None = None,
+        *,
+        session_params: Mapping[str, object] | None = None,
+        fallback_url: str | None = None,
+        fallback_method: str = "POST",
+        call_uuid: str | None = None,
+        validate: Callable[[bytes], Any] | None = None,
+        kind: str = "answer",
+    ) -> FetchResult:
+        """Fetch an app document: ``url`` with retries, then ``fallback_url`` (if any) with the same parameters.
+        ``validate(body)`` may raise to reject a body (counts as a failed attempt); what it returns is
+        ``FetchResult.parsed``. Raises ``WebhookError`` listing every failure when nothing usable came back."""
+        errors: list[str] = []
+        attempts = [0]
+        try:
+            return await self._fetch_url(
+                url, method, params, session_params, call_uuid, validate, kind, errors, attempts, False
+            )
+        except WebhookError:
+            if not fallback_url:
+                raise WebhookError(f"{kind} fetch failed", errors) from None
+        return await self._fallback(
+            fallback_url, fallback_method, params, session_params, call_uuid, validate, errors, attempts
+        )
+
+    async def fetch_fallback(
+        self,
+        fallback_url: str,
+        fallback_method: str = "POST",
+        params: Mapping[str, object] | None = None,
+        *,
+        session_params: Mapping[str, object] | None = None,
+        call_uuid: str | None = None,
+        validate: Callable[[bytes], Any] | None = None,
+        errors: list[str] | None = None,
+    ) -> FetchResult:
+        """Fetch ``fallback_url`` alone (same policy as ``fetch_xml``): for a caller that rejected the body
+        ``fetch_xml`` returned. ``errors``: earlier failures to carry into the result / the WebhookError."""
+        return await self._fallback(
+            fallback_url, fallback_method, params, session_params, call_uuid, validate, list(errors or []), [0]
+        )
+
+    async def _fallback(
+        self,
+        url: str,
+        method: str,
+        params: Mapping[str, object] | None,
+        session_params: Mapping[str, object] | None,
+        call_uuid: str | None,
+        validate: Callable[[bytes], Any] | None,
+        errors: list[str],
+        attempts: list[int],
+    ) -> FetchResult:
+        self.metrics.fallbacks += 1
+        self._log.warning("webhook.fallback", call_uuid=call_uuid, url=log_url(url), errors=len(errors))
+        try:
+            return await self._fetch_url(
+                url, method, params, session_params, call_uuid, validate, "fallback", errors, attempts, True
+            )
+        except WebhookError:
+            raise WebhookError("answer and fallback fetch failed", errors) from None
+
+    async def _fetch_url(
+        self,
+        url: str,
+        method: str,
+        params: Mapping[str, object] | None,
+        session_params: Mapping[str, object] | None,
+        call_uuid: str | None,
+        validate: Callable[[bytes], Any] | None,
+        kind: str,
+        errors: list[str],
+        attempts: list[int],
+        used_fallback: bool,
+    ) -> FetchResult:
+        s = self.settings
+        deadline = time.monotonic() + s.fetch_total
+        shown = log_url(url)
+        for attempt in range(1, s.fetch_attempts + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                errors.append(f"{shown}: gave up after {s.fetch_total:g} s")
+                break
+            attempts[0] += 1
+            retry = True
+            try:
+                response = await self.request(
+                    url,
+                    method,
+                    params,
+                    session_params=session_params,
+                    call_uuid=call_uuid,
+                    kind=kind,
+                    attempt=attempt,
+                    timeout=min(s.request_timeout, remaining),
+                )
+            except WebhookError as e:
+                errors.append(f"attempt {attempt}: {e}")
+            else:
+                body = response.content
+                if not response.is_success:
+                    errors.append(f"attempt {attempt}: {shown}: HTTP {response.status_code}")
+                    retry = response.status_code not in _NOT_RETRIED
+                elif not body.strip():
+                    errors.append(f"attempt {attempt}: {shown}: empty body")
+                else:
+                    try:
+                        parsed = validate(body) if validate is not None else None
+                    except Exception as e:  # the caller's verdict on the body, whatever its type
+                        errors.append(f"attempt {attempt}: {shown}: invalid document: {e}")
+                    else:
+                        return FetchResult(
+                            body=body,
+                            url=url,
+                            method=method.upper(),
+                            status=response.status_code,
+                            content_type=response.headers.get("content-type", ""),
+                            attempts=attempts[0],
+                            errors=list(errors),
+                            used_fallback=used_fallback,
+                            parsed=parsed,
+                        )
+            if not retry or attempt == s.fetch_attempts:
+                break
+            delay = min(s.fetch_backoff * 2 ** (attempt - 1), deadline - time.monotonic())
+            if delay > 0:
+                await asyncio.sleep(delay)
+        raise WebhookError(f"{kind} fetch failed", errors)
+
+    # --- callbacks ----------------------------------------------------------------------------------------
+
+    async def post_callback(
+        self,
+        url: str,
+        method: str = "POST",
+        params: Mapping[str, object] | None = None,
+        *,
+        session_params: Mapping[str, object] | None = None,
+        call_uuid: str | None = None,
+        kind: str = "callback",
+    ) -> bool:
+        """Deliver a callback: True once the app answered 2xx. After the last failed attempt (or when cancelled)
+        the callback is stored in the outbox and False is returned (CancelledError is re-raised)."""
+        s = self.settings
+        merged: dict[str, str] = {k: _text(v) for k, v in (session_params or {}).items()}
+        merged.update({k: _text(v) for k, v in (params or {}).items()})
+        _prepare(url, method, merged, None)  # a bad URL or method is the caller's bug: raise now, store nothing
+        uuid = call_uuid or merged.get("CallUUID")
+        error = ""
+        attempt = 0
+        try:
+            for attempt in range(1, s.callback_attempts + 1):
+                try:
+                    response = await self.request(url, method, merged, call_uuid=uuid, kind=kind, attempt=attempt)
+                except WebhookError as e:
+                    error = str(e)
+                else:
+                    if response.is_success:
+                        self.metrics.callbacks_delivered += 1
+                        return True
+                    error = f"{log_url(url)}: HTTP {response.status_code}"
+                if attempt < s.callback_attempts:
+                    await asyncio.sleep(s.callback_backoff * 2 ** (attempt - 1))
+        except asyncio.CancelledError:
+            await asyncio.shield(self._keep(url, method, merged, uuid, kind, attempt, error or "cancelled"))
+            raise
+        await self._keep(url, method, merged, uuid, kind, attempt, error)
+        return False
+
+    def spawn_callback(
+        self,
+        url: str,
+        method: str = "POST",
+        params: Mapping[str, object] | None = None,
+        *,
+        session_params: Mapping[str, object] | None = None,
+        call_uuid: str | None = None,
+        kind: str = "callback",
+    ) -> asyncio.Task[bool]:
+        """``post_callback`` in the background (hangup_url, Dial callbackUrl...): the task is kept until done, and
+        ``close()`` cancels it, which stores the callback in the outbox."""
+        task = asyncio.create_task(
+            self.post_callback(url, method, params, session_params=session_params, call_uuid=call_uuid, kind=kind),
+            name=f"callback:{kind}:{call_uuid or ''}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _keep(
+        self, url: str, method: str, params: dict[str, str], call_uuid: str | None, kind: str, tries: int, error: str
+    ) -> None:
+        log = self._log.bind(call_uuid=call_uuid, url=log_url(url), kind=kind)
+        if self.store is None or self.store.closed:
+            self.metrics.callbacks_lost += 1
+            log.error("webhook.callback_lost", reason="no outbox", error=error, attempts=tries)
+            return
+        try:
+            entry_id = await self.store.enqueue(
+                call_uuid=call_uuid, kind=kind, url=url, method=method, params=params, attempts=tries,
+                last_error=error,
+            )
+        except Exception as e:  # the store failed (closed under us, disk full): say so loudly, never silently
+            self.metrics.callbacks_lost += 1
+            log.error("webhook.callback_lost", reason=f"outbox: {type(e).__name__}: {e}", error=error, attempts=tries)
+            return
+        self.metrics.callbacks_queued += 1
+        log.warning("webhook.callback_queued", outbox_id=entry_id, error=error, attempts=tries)

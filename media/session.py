@@ -1,0 +1,639 @@
+"""One call leg's RTP media on asyncio: SDP offer/answer, paced G.711 sending, receiving, DTMF, stats.
+
+    session = await RtpSession.open(allocator, host="0.0.0.0", public_address=cfg.sip.public_address)
+    answer_sdp = session.answer(leg.remote_sdp)         # or: offer = session.local_sdp_offer(); ...accept_answer(a)
+    await leg.answer(answer_sdp)
+    await session.play(source)                           # -> "finished" | "stopped" | "failed"
+    session.add_sink(recorder); session.add_dtmf_listener(on_digit); await session.send_dtmf("12w3")
+    session.close()
+
+Choices (and why):
+* Pacing: one absolute `loop.call_at(t0 + k * 0.020)` chain per session, started when the remote is first known
+  (an SDP answer made or received) and running until `close()`. Relative sleeps drift (~+0.2 ms per packet here);
+  the absolute schedule does not. If the loop was blocked for more than MAX_BURST_TICKS ticks, the missed ticks are
+  skipped (timestamp jumps, counted in `stats.skipped_ticks`) rather than sent as a burst.
+* Idle stream: while the call is up and nothing is playing we send G.711 silence every 20 ms (`idle="silence"`, the
+  default), like FreeSWITCH and Asterisk do: carriers and SBCs run RTP inactivity timers, NAT bindings and the
+  remote's latch need traffic, and SIPp's -rtp_echo only echoes what we send. `idle="none"` sends nothing between
+  plays (the clock keeps ticking so timestamps stay true; the next packet carries the marker bit).
+* Timestamps advance 160 per tick whatever is sent (audio, silence, DTMF event, nothing), so they stay continuous
+  across plays; SSRC and sequence numbers are one per session. The marker bit is set on the first packet of the
+  stream, of each play(), and of audio after a gap (after a DTMF event, hold, or idle="none" silence).
+* Hold: when the negotiated direction is recvonly/inactive, or the remote address is 0.0.0.0, nothing is sent; a
+  playing source keeps being consumed in real time (the call's timeline does not stop because the peer holds).
+* DTMF: packets with the negotiated telephone-event payload type go to an RFC 4733 receiver; each key press reaches
+  the DTMF listeners once. `send_dtmf()` sends RFC 4733 events (audio paused during each event; see media/dtmf.py),
+  or in-band tones when the peer did not negotiate telephone-event.
+* Receiving: G.711 of either static type (PCMU 0 / PCMA 8) and any payload size is decoded and re-chunked into
+  20 ms frames for the sinks. There is no jitter buffer: packets older than the newest one of their SSRC are counted
+  (`reordered`) and dropped, duplicates are dropped, and a timestamp gap (loss, or a peer that stops sending during
+  silence or a DTMF event) up to 1 s is filled with silence so recordings keep their length.
+* Symmetric RTP (RFC 4961 / "comedia"): we send to the SDP address until the first valid RTP packet arrives, then to
+  that packet's source address (NAT). Afterwards packets from another address are ignored unless RELATCH_PACKETS
+  consecutive valid packets come from one new address (the peer moved), which re-latches. We latch the address, not
+  the SSRC: all SSRCs from the latched address are accepted (peers change SSRC on re-INVITE/transfer, and SIPp plays
+  its DTMF pcap with a different SSRC than its audio); loss is counted per SSRC.
+* RTCP: none. We neither send SR/RR nor read RTCP; the odd port above ours stays bound (see media/ports.py) so the
+  peer's RTCP is dropped quietly. Quality figures come from `stats` instead. (A minimal SR/RR sender could be added
+  here later without changing the API.)
+
+This module must not parse SIP, fetch or decode files, or run the call flow: it moves 20 ms frames between
+AudioSource/AudioSink objects and the network, and reports what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+
+from . import g711, sdp
+from .dtmf import DtmfEvent, DtmfPlayer, DtmfReceiver, EventPacket, parse_digits
+from .frames import FRAME_BYTES, FRAME_SAMPLES, AudioSink, AudioSource
+from .ports import PortAllocator, PortPair
+from .rtp import RtpError, RtpPacket, pack_header, seq_distance, ts_distance
+
+log = structlog.get_logger("media.session")
+
+TICK = 0.020  # seconds per frame
+MAX_BURST_TICKS = 3  # more late than this: skip the missed ticks instead of bursting them
+LATE_THRESHOLD = 0.005  # a send more than 5 ms behind its schedule counts as late
+RELATCH_PACKETS = 5  # consecutive packets from a new source address before we follow it
+MAX_GAP_FILL = 8000  # samples of silence inserted at most for one timestamp gap (1 s)
+HIST_BIN = 0.0001  # lateness histogram: 0.1 ms bins ...
+HIST_BINS = 501  # ... from 0 to 50 ms; the last bin holds everything later
+CN_PAYLOAD_TYPE = 13
+
+IdleMode = Literal["silence", "none"]
+PlayOutcome = Literal["finished", "stopped", "failed"]
+
+
+@dataclass
+class SourceStats:
+    """Receive statistics for one remote SSRC (RFC 3550 A.1/A.3 style, without the probation step)."""
+
+    ssrc: int
+    base_seq: int
+    max_seq: int
+    cycles: int = 0
+    received: int = 0  # distinct packets (duplicates of the newest are not counted)
+    duplicates: int = 0
+    reordered: int = 0  # arrived after a newer one: counted as received, not played
+    last_audio_ts: int | None = None
+    last_audio_samples: int = 0
+
+    @property
+    def expected(self) -> int:
+        return self.cycles + self.max_seq - self.base_seq + 1
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.received)
+
+    def update(self, seq: int) -> int:
+        """Record `seq`; returns 1 for the newest packet so far, 0 for a duplicate of the newest, -1 for older."""
+        d = seq_distance(seq, self.max_seq)
+        if d > 0:
+            if seq < self.max_seq:
+                self.cycles += 0x10000
+            self.max_seq = seq
+            self.received += 1
+            return 1
+        if d == 0:
+            self.duplicates += 1
+            return 0
+        self.received += 1
+        self.reordered += 1
+        return -1
+
+
+@dataclass
+class RtpStats:
+    packets_sent: int = 0
+    bytes_sent: int = 0  # RTP octets (header + payload)
+    packets_received: int = 0  # every datagram on the RTP port
+    bytes_received: int = 0
+    invalid: int = 0  # not RTP
+    ignored_source: int = 0  # from an address other than the latched one
+    unknown_payload: int = 0  # a payload type we did not negotiate
+    send_errors: int = 0
+    receive_errors: int = 0
+    late_sends: int = 0  # sent more than LATE_THRESHOLD behind schedule
+    max_lateness: float = 0.0  # seconds
+    skipped_ticks: int = 0
+    frames_delivered: int = 0  # 20 ms frames handed to sinks
+    gap_fill_samples: int = 0
+    dtmf_received: int = 0
+    dtmf_sent: int = 0
+    sink_errors: int = 0
+    relatches: int = 0
+    lateness_hist: array[int] = field(default_factory=lambda: array("I", bytes(4 * HIST_BINS)))
+    sources: dict[int, SourceStats] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        """Packets lost over all remote SSRCs (from sequence gaps)."""
+        return sum(s.lost for s in self.sources.values())
+
+    def lateness_percentile(self, fraction: float) -> float:
+        """Send lateness (seconds, 0.1 ms resolution) below which `fraction` of the sends were."""
+        return histogram_percentile(self.lateness_hist, fraction)
+
+    def reset_timing(self) -> None:
+        """Forget send-lateness figures (benchmarks: after a warm-up)."""
+        self.late_sends = 0
+        self.max_lateness = 0.0
+        self.skipped_ticks = 0
+        self.lateness_hist = array("I", bytes(4 * HIST_BINS))
+
+
+def histogram_percentile(hist: array[int], fraction: float) -> float:
+    total = sum(hist)
+    if total == 0:
+        return 0.0
+    wanted = fraction * total
+    running = 0
+    for index, count in enumerate(hist):
+        running += count
+        if running >= wanted:
+            return (index + 1) * HIST_BIN
+    return len(hist) * HIST_BIN
+
+
+class Playback:
+    """A source being played; `await playback` gives "finished", "stopped" or "failed"."""
+
+    def __init__(self, source: AudioSource, loop: asyncio.AbstractEventLoop) -> None:
+        self.source = source
+        self.frames = 0
+        self.outcome: PlayOutcome | None = None
+        self.error: BaseException | None = None
+        self._future: asyncio.Future[PlayOutcome] = loop.create_future()
+
+    def __await__(self) -> Any:
+        return self._future.__await__()
+
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    def _finish(self, outcome: PlayOutcome, error: BaseException | None = None) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        self.error = error
+        if not self._future.done():
+            self._future.set_result(outcome)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, session: RtpSession) -> None:
+        self.session = session
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.session._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.session.stats.receive_errors += 1
+
+
+class RtpSession:
+    def __init__(self, ports: PortPair, public_address: str, loop: asyncio.AbstractEventLoop, *,
+                 codecs: tuple[str, ...] = ("PCMU", "PCMA"), dtmf_payload_type: int | None = 101,
+                 idle: IdleMode = "silence") -> None:
+        """Use `await RtpSession.open(...)`; this only wires an already-bound port pair."""
+        self.ports = ports
+        self.public_address = public_address
+        self.codecs = codecs
+        self.offer_dtmf_payload_type = dtmf_payload_type
+        self.idle = idle
+        self.stats = RtpStats()
+        self.negotiated: sdp.NegotiatedMedia | None = None
+        self.ssrc = random.getrandbits(32)
+        self._loop = loop
+        self._sock = ports.rtp_socket
+        self._transport: asyncio.DatagramTransport | None = None
+        self._closed = False
+        self.log = log.bind(rtp_port=ports.rtp_port)
+        # sending
+        self._seq = random.getrandbits(16)
+        self._ts = random.getrandbits(32)
+        self._payload_type = 0
+        self._codec = "PCMU"
+        self._silence = g711.SILENCE["PCMU"]
+        self._remote: tuple[Any, ...] | None = None
+        self._sending = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._t0 = 0.0
+        self._k = 0
+        self._due = 0.0
+        self._marker = True
+        self._playback: Playback | None = None
+        self._dtmf_jobs: deque[tuple[DtmfPlayer, asyncio.Future[str]]] = deque()
+        # receiving
+        self._latched = False
+        self._candidate: tuple[Any, ...] | None = None
+        self._candidate_count = 0
+        self._sinks: list[AudioSink] = []
+        self._rx_buffer = bytearray()
+        self._dtmf_receiver = DtmfReceiver()
+        self._dtmf_rx_pt: int | None = dtmf_payload_type
+        self._dtmf_listeners: list[Callable[[DtmfEvent], None]] = []
+        # SDP versioning (RFC 3264 §8: same o= id, version bumped only when the description changes)
+        self._sdp_id = sdp.new_session_id()
+        self._sdp_version = 0
+        self._sdp_last: str | None = None
+        self._last_offer: str | None = None
+
+    @classmethod
+    async def open(cls, allocator: PortAllocator, host: str, public_address: str, **kwargs: Any) -> RtpSession:
+        """Bind a port pair from `allocator` on `host`; SDP will advertise `public_address`."""
+        ports = allocator.allocate(host)
+        loop = asyncio.get_running_loop()
+        try:
+            session = cls(ports, public_address, loop, **kwargs)
+            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(session), sock=ports.rtp_socket)
+        except BaseException:
+            ports.release()
+            raise
+        session._transport = transport  # type: ignore[assignment]
+        return session
+
+    # -- state ------------------------------------------------------------------------------------------------------
+    @property
+    def local_port(self) -> int:
+        return self.ports.rtp_port
+
+    @property
+    def remote_address(self) -> tuple[Any, ...] | None:
+        """Where we send now (the SDP address, or the latched source)."""
+        return self._remote
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def playing(self) -> bool:
+        return self._playback is not None
+
+    @property
+    def sending(self) -> bool:
+        return self._sending
+
+    # -- SDP --------------------------------------------------------------------------------------------------------
+    def _versioned(self, build: Callable[[int], str]) -> str:
+        text = build(self._sdp_version)
+        body = _without_origin(text)
+        if self._sdp_last is not None and body != self._sdp_last:
+            self._sdp_version += 1
+            text = build(self._sdp_version)
+        self._sdp_last = body
+        return text
+
+    def local_sdp_offer(self, direction: str = "sendrecv") -> str:
+        """Our offer (initial INVITE, or a hold/resume re-INVITE with direction sendonly/sendrecv)."""
+        text = self._versioned(lambda version: sdp.build_offer(
+            self.public_address, self.local_port, codecs=self.codecs, dtmf_pt=self.offer_dtmf_payload_type,
+            direction=direction, session_id=self._sdp_id, session_version=version))
+        self._last_offer = text
+        return text
+
+    def answer(self, offer: str, direction: str = "sendrecv") -> str:
+        """Answer the peer's offer (initial or re-INVITE) and start media; raises sdp.SdpError (-> 488)."""
+        result: list[sdp.NegotiatedMedia] = []
+
+        def build(version: int) -> str:
+            text, negotiated = sdp.build_answer(offer, self.public_address, self.local_port, supported=self.codecs,
+                                                dtmf=self.offer_dtmf_payload_type is not None, direction=direction,
+                                                session_id=self._sdp_id, session_version=version)
+            result.append(negotiated)
+            return text
+
+        text = self._versioned(build)
+        self.apply(result[-1])
+        return text
+
+    def accept_answer(self, answer: str) -> sdp.NegotiatedMedia:
+        """The peer answered our last offer: take its codec, address and DTMF type, and start media."""
+        if self._last_offer is None:
+            raise RuntimeError("accept_answer() without a local_sdp_offer() first")
+        negotiated = sdp.negotiate_answer(self._last_offer, answer)
+        self.apply(negotiated)
+        return negotiated
+
+    def apply(self, negotiated: sdp.NegotiatedMedia) -> None:
+        """Use negotiated media (new codec, address, direction) and make sure the clock runs."""
+        if self._closed:
+            raise RuntimeError("RTP session is closed")
+        previous = self.negotiated
+        self.negotiated = negotiated
+        self._codec = negotiated.codec
+        self._payload_type = negotiated.payload_type
+        self._silence = g711.SILENCE[negotiated.codec]
+        self._dtmf_rx_pt = negotiated.dtmf_payload_type
+        address_changed = previous is None or (previous.remote_address, previous.remote_port) != (
+            negotiated.remote_address, negotiated.remote_port)
+        if address_changed:
+            self._remote = (negotiated.remote_address, negotiated.remote_port)
+            self._latched = False
+            self._candidate = None
+        sending = negotiated.sending
+        if sending and not self._sending:
+            self._marker = True
+        self._sending = sending
+        self.log.info("rtp_negotiated", codec=negotiated.codec, pt=negotiated.payload_type,
+                      remote=f"{negotiated.remote_address}:{negotiated.remote_port}", direction=negotiated.direction,
+                      dtmf_pt=negotiated.dtmf_payload_type)
+        if self._handle is None:
+            self._start_clock()
+
+    # -- sending ------------------------------------------------------------------------------------------------------
+    def play(self, source: AudioSource) -> Playback:
+        """Start sending `source` (replacing whatever plays now); await the result for how it ended."""
+        if self._closed:
+            raise RuntimeError("RTP session is closed")
+        self.stop_playing()
+        playback = Playback(source, self._loop)
+        self._playback = playback
+        self._marker = True
+        return playback
+
+    def stop_playing(self) -> bool:
+        """Stop the current playback (it ends "stopped"); False if nothing was playing."""
+        playback, self._playback = self._playback, None
+        if playback is None:
+            return False
+        playback._finish("stopped")
+        return True
+
+    async def send_dtmf(self, digits: str, *, gap_ms: int | None = None) -> str:
+        """Send a digit string (Plivo syntax: '12w3W#', 'group@ms', '+'); returns the keys sent once all went out.
+        RFC 4733 events if negotiated, in-band tones otherwise. Raises ValueError for a bad string."""
+        if self._closed:
+            raise RuntimeError("RTP session is closed")
+        steps = parse_digits(digits)
+        kwargs: dict[str, Any] = {"inband": self._dtmf_send_pt() is None}
+        if gap_ms is not None:
+            kwargs["gap_ms"] = gap_ms
+        player = DtmfPlayer(steps, **kwargs)
+        future: asyncio.Future[str] = self._loop.create_future()
+        self._dtmf_jobs.append((player, future))
+        return await future
+
+    def _dtmf_send_pt(self) -> int | None:
+        return self.negotiated.dtmf_payload_type if self.negotiated is not None else None
+
+    def _start_clock(self) -> None:
+        self._t0 = self._loop.time()
+        self._k = 0
+        self._due = self._t0
+        self._handle = self._loop.call_at(self._t0, self._tick)
+
+    def _tick(self) -> None:
+        """One 20 ms slot: schedule the next one on the absolute grid, then send this slot's packet."""
+        loop = self._loop
+        now = loop.time()
+        due = self._due
+        late = now - due
+        if late > MAX_BURST_TICKS * TICK:
+            skipped = int(late / TICK)
+            self._k += skipped
+            self._ts = (self._ts + skipped * FRAME_SAMPLES) & 0xFFFFFFFF
+            self.stats.skipped_ticks += skipped
+            due = self._t0 + self._k * TICK
+            late = now - due
+            self._marker = True
+        self._k += 1
+        self._due = self._t0 + self._k * TICK
+        self._handle = loop.call_at(self._due, self._tick)
+
+        ts = self._ts
+        self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF
+        payload: bytes | None = None
+        if self._dtmf_jobs:
+            player, future = self._dtmf_jobs[0]
+            action = player.tick(ts)
+            if player.done:
+                self._dtmf_jobs.popleft()
+                self.stats.dtmf_sent += len(player.digits_sent)
+                if not future.done():
+                    future.set_result(player.digits_sent)
+            if action is not None:
+                if type(action) is EventPacket:
+                    if self._sending:
+                        self._send_event(action, late)
+                    self._marker = True  # audio after the event starts a new talkspurt
+                    return
+                payload = g711.encode(action.pcm, self._codec)  # InbandFrame
+        playback = self._playback
+        if payload is None and playback is not None:
+            try:
+                frame = playback.source.read_frame()
+            except Exception as exc:  # a broken source must not kill the stream
+                self.log.exception("rtp_source_failed")
+                frame = None
+                self._playback = None
+                playback._finish("failed", exc)
+            else:
+                if frame is None:
+                    self._playback = None
+                    playback._finish("finished")
+                else:
+                    if len(frame) != FRAME_BYTES:
+                        frame = frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
+                    payload = g711.encode(frame, self._codec)
+                    playback.frames += 1
+        if payload is None:
+            if self.idle != "silence":
+                self._marker = True
+                return
+            payload = self._silence
+        if not self._sending:
+            self._marker = True
+            return
+        marker = self._marker
+        self._marker = False
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFF
+        packet = pack_header(self._payload_type, seq, ts, self.ssrc, marker) + payload
+        self._send(packet, late)
+
+    def _send_event(self, event: EventPacket, late: float) -> None:
+        pt = self._dtmf_send_pt()
+        if pt is None:
+            return
+        if event.repeat:
+            seq = (self._seq - 1) & 0xFFFF
+        else:
+            seq = self._seq
+            self._seq = (seq + 1) & 0xFFFF
+        packet = pack_header(pt, seq, event.timestamp, self.ssrc, event.marker) + event.payload
+        self._send(packet, late)
+
+    def _send(self, packet: bytes, late: float) -> None:
+        stats = self.stats
+        try:
+            self._sock.sendto(packet, self._remote)  # type: ignore[arg-type]
+        except OSError:  # buffer full, unreachable network, ...: RTP is best effort
+            stats.send_errors += 1
+            return
+        stats.packets_sent += 1
+        stats.bytes_sent += len(packet)
+        if late > LATE_THRESHOLD:
+            stats.late_sends += 1
+        if late > stats.max_lateness:
+            stats.max_lateness = late
+        index = int(late / HIST_BIN) if late > 0 else 0
+        stats.lateness_hist[index if index < HIST_BINS else HIST_BINS - 1] += 1
+
+    # -- receiving ---------------------------------------------------------------------------------------------------
+    def add_sink(self, sink: AudioSink) -> None:
+        """Deliver received audio to `sink` as 20 ms frames."""
+        if sink not in self._sinks:
+            self._sinks.append(sink)
+
+    def remove_sink(self, sink: AudioSink) -> None:
+        if sink in self._sinks:
+            self._sinks.remove(sink)
+        if not self._sinks:
+            self._rx_buffer.clear()
+
+    def add_dtmf_listener(self, listener: Callable[[DtmfEvent], None]) -> None:
+        """Call `listener(event)` once per key press received (event.digit is '0'-'9', '*', '#', 'A'-'D')."""
+        self._dtmf_listeners.append(listener)
+
+    def remove_dtmf_listener(self, listener: Callable[[DtmfEvent], None]) -> None:
+        if listener in self._dtmf_listeners:
+            self._dtmf_listeners.remove(listener)
+
+    def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        stats = self.stats
+        stats.packets_received += 1
+        stats.bytes_received += len(data)
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            stats.invalid += 1
+            return
+        pt = packet.payload_type
+        if pt == self._dtmf_rx_pt:
+            kind = "dtmf"
+        elif pt in g711.CODEC_BY_PAYLOAD_TYPE:
+            kind = "audio"
+        elif pt == CN_PAYLOAD_TYPE:
+            kind = "cn"
+        else:
+            stats.unknown_payload += 1
+            return
+        if addr != self._remote:
+            if not self._latch(addr):
+                stats.ignored_source += 1
+                return
+        else:
+            self._latched = True
+            self._candidate = None
+        source = stats.sources.get(packet.ssrc)
+        if source is None:
+            source = stats.sources[packet.ssrc] = SourceStats(packet.ssrc, packet.sequence, packet.sequence,
+                                                              received=1)
+            order = 1
+        else:
+            order = source.update(packet.sequence)
+        if kind == "dtmf":
+            event = self._dtmf_receiver.feed(packet)
+            if event is not None:
+                stats.dtmf_received += 1
+                self.log.info("dtmf_received", digit=event.digit)
+                for listener in list(self._dtmf_listeners):
+                    try:
+                        listener(event)
+                    except Exception:
+                        self.log.exception("dtmf_listener_failed")
+            return
+        if order != 1 or kind != "audio":
+            return
+        payload = packet.payload
+        if source.last_audio_ts is not None:
+            gap = ts_distance(packet.timestamp, source.last_audio_ts) - source.last_audio_samples
+            if 0 < gap <= MAX_GAP_FILL and self._sinks:
+                stats.gap_fill_samples += gap
+                self._deliver(bytes(2 * gap))
+        source.last_audio_ts = packet.timestamp
+        source.last_audio_samples = len(payload)
+        if self._sinks and payload:
+            self._deliver(g711.decode(payload, g711.CODEC_BY_PAYLOAD_TYPE[pt]))
+
+    def _latch(self, addr: tuple[Any, ...]) -> bool:
+        """Whether to accept a packet from `addr`, which is not where we send; may move our destination."""
+        if not self._latched:
+            self.log.info("rtp_latched", source=f"{addr[0]}:{addr[1]}",
+                          sdp=f"{self._remote[0]}:{self._remote[1]}" if self._remote else None)
+            self._remote = addr
+            self._latched = True
+            self._candidate = None
+            return True
+        if addr == self._candidate:
+            self._candidate_count += 1
+        else:
+            self._candidate = addr
+            self._candidate_count = 1
+        if self._candidate_count >= RELATCH_PACKETS:
+            self.log.info("rtp_relatched", source=f"{addr[0]}:{addr[1]}")
+            self._remote = addr
+            self._candidate = None
+            self.stats.relatches += 1
+            return True
+        return False
+
+    def _deliver(self, pcm: bytes) -> None:
+        buffer = self._rx_buffer
+        if not buffer and len(pcm) == FRAME_BYTES:
+            self._write_frame(pcm)
+            return
+        buffer += pcm
+        while len(buffer) >= FRAME_BYTES:
+            frame = bytes(buffer[:FRAME_BYTES])
+            del buffer[:FRAME_BYTES]
+            self._write_frame(frame)
+
+    def _write_frame(self, frame: bytes) -> None:
+        self.stats.frames_delivered += 1
+        for sink in list(self._sinks):
+            try:
+                sink.write_frame(frame)
+            except Exception:
+                self.stats.sink_errors += 1
+                self.log.exception("rtp_sink_failed", sink=type(sink).__name__)
+                self.remove_sink(sink)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the clock, end playback and pending DTMF, close the sockets and give the ports back. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self.stop_playing()
+        while self._dtmf_jobs:
+            player, future = self._dtmf_jobs.popleft()
+            if not future.done():
+                future.set_result(player.digits_sent)
+        self._sinks.clear()
+        self._dtmf_listeners.clear()
+        if self._transport is not None:
+            self._transport.close()
+        self.ports.release()
+        self.log.info("rtp_closed", sent=self.stats.packets_sent, received=self.stats.packets_received,
+                      lost=self.stats.lost, late=self.stats.late_sends)
+
+
+def _without_origin(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.startswith("o="))

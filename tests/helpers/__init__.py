@@ -1,0 +1,1 @@
+"""Reusable helpers for softswitch tests (a real local HTTP app: tests.helpers.webapp)."""
