@@ -9,16 +9,18 @@ Levels are RMS dBFS relative to a full-scale square wave (a full-scale sine is -
 `FLOOR_DBFS`). Thresholds, measured on 298 s of espeak-ng speech (6 languages x WOMAN/MAN, including sustained
 "Eeee/Mmmm" vowels), white noise and generated tones (see tests/unit/test_detect.py, which checks them):
 
-- Silence: -40 dBFS. The median active speech frame is -24 dBFS (10th percentile -44); Asterisk's default
-  `silencethreshold=256` (mean |x|) is the same -40 dBFS; line noise on a quiet call is -60..-50 dBFS, so it counts
-  as silence with a 10 dB margin. Short dips inside speech do not matter because minSilence is >= hundreds of ms.
+- Silence: -40 dBFS. The median active speech frame is -24 dBFS (10th percentile about -45); Asterisk's default
+  `silencethreshold=256` (mean |x|) is about the same (-41..-40 dBFS); line noise on a quiet call is -60..-50
+  dBFS, so it counts as silence with a 10 dB margin. Short dips inside speech do not matter because minSilence
+  is hundreds of ms or more.
 - Beep: the strongest spectral peak (Hann window, 50 Hz bins) lies in 600-2000 Hz, holds >= 85 % of the frame's
   energy in its +-100 Hz main lobe, the frame is above -45 dBFS, and this repeats at the same frequency (+-50 Hz)
   for >= 100 ms. A clean tone scores 1.00, a 1 kHz tone 10 dB above white noise about 0.89 (10th percentile),
-  white noise at most 0.34, DTMF and US busy (two tones) about 0.5; speech reached at most 1 consecutive frame
-  (voiced harmonics are not one line), so 5 frames leave a wide margin. The band starts at 600 Hz because US
-  ringback (440+480 Hz) and dial tone (350+440 Hz) look like one tone at this resolution; 425 Hz European tones
-  are excluded too. Beeps at 850, 950, 1000 and 1400 Hz (common voicemail systems) are inside.
+  white noise at most 0.34, DTMF at most 0.50, US busy (480+620 Hz) at most 0.79; speech reached at most 1
+  consecutive frame (voiced harmonics are not one line), so 5 frames leave a wide margin. The band starts at
+  600 Hz because US ringback (440+480 Hz) and dial tone (350+440 Hz) score 1.00, looking like one tone at this
+  resolution; 425 Hz European tones are excluded too. Beeps at 600-2000 Hz (850, 950, 1000, 1400 Hz are common
+  on voicemail systems) are inside; a 440 Hz beep needs `band_hz=(400, 500)`.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
 Codec = Literal["PCMU", "PCMA"]
@@ -233,6 +235,24 @@ def use_backend(name: str) -> None:
 def encode(pcm: bytes, codec: Codec | str) -> bytes:
     """8 kHz mono s16le PCM -> G.711 bytes (one per sample)."""
     return _encode(pcm, codec)
+
+
+def encoder(codec: Codec | str) -> Callable[[bytes], bytes]:
+    """The fastest `pcm -> payload` function for one codec (the RTP sender's per-frame hot path)."""
+    _check(codec)
+    if BACKEND == "audioop" and not _BIG_ENDIAN:
+        convert = _audioop.lin2ulaw if codec == "PCMU" else _audioop.lin2alaw
+        return lambda pcm: convert(pcm, 2)  # type: ignore[no-any-return]
+    return partial(_encode, codec=codec)
+
+
+def decoder(codec: Codec | str) -> Callable[[bytes], bytes]:
+    """The fastest `payload -> pcm` function for one codec."""
+    _check(codec)
+    if BACKEND == "audioop" and not _BIG_ENDIAN:
+        convert = _audioop.ulaw2lin if codec == "PCMU" else _audioop.alaw2lin
+        return lambda payload: convert(payload, 2)  # type: ignore[no-any-return]
+    return partial(_decode, codec=codec)
 
 
 def decode(payload: bytes, codec: Codec | str) -> bytes:

@@ -135,7 +135,7 @@ class Recorder:
 
     def close(self) -> RecordingInfo:
         """Flush what is queued (a partial frame is padded with silence), finish the file and describe it.
-        Idempotent only in the sense that a second call raises ValueError."""
+        A second call raises ValueError."""
         self._check_open()
         for track in ("a", "b"):
             if self._partial[track]:

@@ -13,6 +13,7 @@ anything about media beyond carrying SDP text.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -126,6 +127,9 @@ class Leg:
         self.events: asyncio.Queue[LegEvent] = asyncio.Queue()
         self.ended = asyncio.Event()
         self._bye_after_ack = False  # hangup() came before the ACK for our 2xx: BYE when it arrives
+        # Answers re-offers (hold/unhold, codec change) when set, e.g. by the media session; returns our SDP or
+        # raises ValueError (-> 488). Unset: the direction is mirrored into our last SDP (sip.sdp_direction).
+        self.offer_handler: Callable[[str], str] | None = None
         self.log: Any = structlog.get_logger("sip.leg").bind(call_id=self.call_id, direction=self.direction)
 
     @property
@@ -186,6 +190,13 @@ class Leg:
             on_hold = False
         else:
             answer, on_hold = sdp_direction.answer_direction(self.local_sdp or "", offer)
+            if self.offer_handler is not None:
+                try:
+                    answer = self.offer_handler(offer)
+                except ValueError as exc:
+                    self.log.info("reoffer_rejected", error=str(exc))
+                    self.ua.respond(tx, request, 488)
+                    return
             self.remote_sdp = offer
             self.local_sdp = answer or self.local_sdp
         self._reply_with_sdp(tx, request, 200, answer)

@@ -1,0 +1,288 @@
+"""`Call`: one call's state and the operations verbs use — answer, early media, play, collect digits, call back,
+hang up — over its SIP `Leg` and its RTP session.
+
+A Call owns: the A leg, the media session, the session params every webhook carries, the DTMF queue, the timeline
+written to the call record, and the end of the call (cause, hangup callback). It never parses XML and never runs
+verbs itself (engine.interpreter does); verbs never touch SIP messages or sockets (they call these methods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+import structlog
+
+from media.frames import AudioSource
+from media.session import RtpSession
+from media.sources import PcmSource
+from sip.leg import Dtmf, Ended, InboundLeg, Leg, OutboundLeg, Reoffer
+from sip.uri import NameAddr
+
+from . import causes
+from .causes import Cause
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+@dataclass(slots=True)
+class Timeline:
+    """What happened to a call, for the call record: (seconds since start, event, details)."""
+
+    started: float = field(default_factory=time.time)
+    events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+    def add(self, event: str, **details: Any) -> None:
+        self.events.append((round(time.time() - self.started, 3), event, details))
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [{"t": t, "event": e, **d} for t, e, d in self.events]
+
+
+def number_of(header_value: str | None) -> str:
+    """The user part of a From/To value, '+' stripped (spec §2.4)."""
+    if not header_value:
+        return ""
+    try:
+        user = NameAddr.parse(header_value).uri.user or ""
+    except ValueError:
+        return ""
+    return user.lstrip("+")
+
+
+class CallEnded(Exception):
+    """Raised inside verbs when the call is gone (the interpreter task is cancelled instead where possible)."""
+
+
+class Call:
+    def __init__(self, engine: Engine, leg: Leg, media: RtpSession | None, *, direction: str,
+                 answer_url: str, answer_method: str, hangup_url: str = "", hangup_method: str = "POST",
+                 fallback_url: str = "", fallback_method: str = "POST", extra_params: dict[str, str] | None = None,
+                 call_uuid: str | None = None) -> None:
+        self.engine = engine
+        self.leg = leg
+        self.media = media
+        self.direction = direction
+        self.uuid = call_uuid or str(uuidlib.uuid4())
+        self.answer_url = answer_url
+        self.answer_method = answer_method
+        self.hangup_url = hangup_url
+        self.hangup_method = hangup_method
+        self.fallback_url = fallback_url
+        self.fallback_method = fallback_method
+        self.document_url = answer_url
+        self.timeline = Timeline()
+        self.started_at = time.time()
+        self.answered_at: float | None = None
+        self.ended_at: float | None = None
+        self.end_cause: Cause | None = None
+        self.digits: asyncio.Queue[str] = asyncio.Queue()
+        self.early_media = False
+        self.verb_index = 0  # position of the running verb in its document
+        self.first_document = True  # the running document is the answer_url's (not a redirect's)
+        self.log: Any = structlog.get_logger("engine.call").bind(call_uuid=self.uuid)
+        leg.log = leg.log.bind(call_uuid=self.uuid)
+        self.params: dict[str, str] = self._session_params(extra_params or {})
+        self._ended = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._scheduled_hangup: asyncio.TimerHandle | None = None
+        if media is not None:
+            media.add_dtmf_listener(lambda event: self._on_digit(event.digit))
+            leg.offer_handler = self._answer_reoffer
+
+    # -- identity and params --------------------------------------------------------------------------------------
+    def _session_params(self, extra: dict[str, str]) -> dict[str, str]:
+        h = self.leg.headers
+        params = {
+            "CallUUID": self.uuid,
+            "From": number_of(h.get("From")),
+            "To": number_of(h.get("To")),
+            "CallStatus": "ringing" if self.direction == "inbound" else "in-progress",
+            "Direction": self.direction,
+        }
+        try:
+            display = NameAddr.parse(h.get("From") or "").display
+        except ValueError:
+            display = None
+        params["CallerName"] = display or ""
+        diversion = h.get("Diversion")
+        if diversion:
+            params["ForwardedFrom"] = number_of(diversion)
+        if self.direction == "inbound":
+            for name, value in h:
+                if name.lower().startswith("x-ph-"):
+                    params[name] = value  # inbound X-PH-* headers reach webhooks as params (client rule)
+        params.update(extra)
+        return params
+
+    @property
+    def answered(self) -> bool:
+        return self.answered_at is not None
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    def resolve(self, url: str) -> str:
+        """A URL from the current document, made absolute against the URL it came from (RFC 3986)."""
+        return urljoin(self.document_url, url) if self.document_url else url
+
+    # -- SIP: answer, early media, hang up -------------------------------------------------------------------------
+    def _answer_reoffer(self, offer: str) -> str:
+        assert self.media is not None
+        return self.media.answer(offer)
+
+    def _local_sdp(self) -> str | None:
+        if self.media is None:
+            return None
+        if self.leg.remote_sdp and self.media.negotiated is None:
+            return self.media.answer(self.leg.remote_sdp)
+        if self.media.negotiated is None:
+            return self.media.local_sdp_offer()
+        return self.leg.local_sdp
+
+    async def answer(self) -> None:
+        """Answer an inbound call (200 with our SDP) unless it is answered already."""
+        if self.answered or not isinstance(self.leg, InboundLeg):
+            return
+        if self.ended:
+            raise CallEnded()
+        await self.leg.answer(self._local_sdp())
+        self.answered_at = time.time()
+        self.params["CallStatus"] = "in-progress"
+        self.timeline.add("answered")
+        self.log.info("call_answered")
+
+    async def pre_answer(self) -> None:
+        """183 Session Progress with SDP: media flows, the call stays unanswered (not billed)."""
+        if self.answered or self.early_media or not isinstance(self.leg, InboundLeg):
+            return
+        sdp = self._local_sdp()
+        if sdp is None:
+            raise RuntimeError("early media needs an SDP offer from the caller")
+        await self.leg.early_media(sdp)
+        self.early_media = True
+        self.timeline.add("early_media")
+
+    async def ring(self) -> None:
+        if isinstance(self.leg, InboundLeg) and not self.answered and not self.ended:
+            await self.leg.ring()
+
+    async def hangup(self, cause: Cause) -> None:
+        """End the call now with `cause`: BYE when answered, a SIP rejection (cause.sip_status) before."""
+        if self.end_cause is None:
+            self.end_cause = cause
+        if isinstance(self.leg, InboundLeg):
+            await self.leg.hangup(cause.sip_status or causes.DEFAULT_REJECT_STATUS, cause.label)
+        elif isinstance(self.leg, OutboundLeg):
+            await self.leg.hangup()
+        self._ended.set()
+
+    def schedule_hangup(self, seconds: float, cause: Cause) -> None:
+        """`<Hangup schedule=N>`: hang up N seconds from now, cancelling whatever verb runs then."""
+        if self._scheduled_hangup is not None:
+            self._scheduled_hangup.cancel()
+        loop = asyncio.get_running_loop()
+        self._scheduled_hangup = loop.call_later(seconds, lambda: loop.create_task(self._scheduled(cause)))
+        self.timeline.add("hangup_scheduled", seconds=seconds)
+
+    async def _scheduled(self, cause: Cause) -> None:
+        self.log.info("scheduled_hangup_fired")
+        await self.hangup(cause)
+        if self._task is not None:
+            self._task.cancel()
+
+    # -- media ----------------------------------------------------------------------------------------------------
+    async def play(self, source: AudioSource) -> str:
+        """Play `source` to the caller until it finishes; cancelled (hangup, barge-in) -> playback stopped."""
+        if self.media is None:
+            return "failed"
+        playback = self.media.play(source)
+        try:
+            return str(await playback)
+        finally:
+            if not playback.done():
+                self.media.stop_playing()
+
+    async def play_pcm(self, pcm: bytes, loop: int = 1) -> str:
+        return await self.play(PcmSource(pcm, loop=loop))
+
+    def _on_digit(self, digit: str) -> None:
+        self.digits.put_nowait(digit)
+        self.timeline.add("dtmf", digit=digit)
+
+    def flush_digits(self) -> None:
+        while not self.digits.empty():
+            self.digits.get_nowait()
+
+    # -- HTTP ---------------------------------------------------------------------------------------------------
+    def callback(self, url: str, method: str, params: dict[str, str] | None = None, kind: str = "callback") -> None:
+        """Fire-and-forget callback with the session params; retried and kept in the outbox if it fails."""
+        self.engine.webhooks.spawn_callback(self.resolve(url), method, params or {}, session_params=self.params,
+                                            call_uuid=self.uuid, kind=kind)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------------
+    async def watch_leg(self) -> None:
+        """Forward leg events: digits to the queue; the remote hanging up ends the call (cancels the verbs)."""
+        while True:
+            event = await self.leg.events.get()
+            if isinstance(event, Dtmf):
+                self._on_digit(event.digit)
+            elif isinstance(event, Reoffer):
+                self.timeline.add("reoffer", on_hold=event.on_hold)
+            elif isinstance(event, Ended):
+                if self.end_cause is None:
+                    self.end_cause = causes.from_leg_end(event.cause, self.answered, leg="a")
+                    self.timeline.add("remote_hangup", kind=event.cause.kind, status=event.cause.status)
+                self._ended.set()
+                if self._task is not None:
+                    self._task.cancel()
+                return
+
+    async def finish(self) -> None:
+        """Everything that happens once, whatever ended the call: media closed, record written, hangup callback."""
+        if self.ended_at is not None:
+            return
+        self.ended_at = time.time()
+        if self._scheduled_hangup is not None:
+            self._scheduled_hangup.cancel()
+        if self.end_cause is None:
+            self.end_cause = causes.CAUSES["end_of_xml"]
+        if self.leg.state.value != "ended":
+            with contextlib.suppress(Exception):
+                await self.hangup(self.end_cause)
+        self._ended.set()
+        if self.media is not None:
+            self.media.close()
+        cause = self.end_cause
+        duration = int(math.ceil(self.ended_at - self.answered_at)) if self.answered_at else 0
+        status = causes.call_status_for(cause, self.answered)
+        self.params["CallStatus"] = status
+        self.timeline.add("ended", cause=cause.name, code=cause.code)
+        self.log.info("call_ended", cause=cause.name, code=cause.code, source=cause.hangup_source, duration=duration)
+        hangup_params = {
+            **cause.hangup_params(),
+            "CallStatus": status,
+            "Duration": str(duration),
+            "BillDuration": str(duration),
+            "StartTime": _iso(self.started_at),
+            "AnswerTime": _iso(self.answered_at) if self.answered_at else "",
+            "EndTime": _iso(self.ended_at),
+        }
+        await self.engine.record_end(self, cause, duration)
+        if self.hangup_url:
+            self.engine.webhooks.spawn_callback(self.hangup_url, self.hangup_method, hangup_params,
+                                                session_params=self.params, call_uuid=self.uuid, kind="hangup")
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))

@@ -1,0 +1,131 @@
+"""The engine: wires config, the SIP user agent, media, webhooks and the store, and turns INVITEs into `Call`s.
+
+It owns process-wide services (one HTTP client, one TTS cache, one audio cache, one RTP port allocator, one SQLite
+store and its callback outbox) and the table of live calls. A failing call is logged and ended; it never touches
+another call. What a call does lives in engine.call / engine.interpreter / engine.verbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from media import sdp as sdp_mod
+from media.fetch import AudioFetcher
+from media.ports import PortAllocator
+from media.session import RtpSession
+from media.tts import Tts
+from sip.leg import InboundLeg
+from sip.ua import UserAgent
+
+from . import causes
+from .call import Call, number_of
+from .causes import Cause
+from .config import Config
+from .sip_users import inbound_auth_for
+from .interpreter import run_call
+from .outbox import OutboxWorker
+from .store import Store
+from .webhooks import Webhooks
+
+log = structlog.get_logger("engine")
+
+
+class Engine:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ua = UserAgent(public_address=config.sip.public_address, on_invite=self.on_invite,
+                            inbound_auth=inbound_auth_for(config))
+        self.allocator = PortAllocator(config.sip.rtp_port_min, config.sip.rtp_port_max)
+        self.tts = Tts()
+        self.fetcher = AudioFetcher()
+        self.calls: dict[str, Call] = {}
+        self.store: Store | None = None
+        self.webhooks: Webhooks = None  # type: ignore[assignment]  # set in start()
+        self.outbox: OutboxWorker | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.media_host = config.sip.listen_specs()[0][1]
+        self.recordings_dir = Path(config.storage.recordings_dir)
+
+    async def start(self) -> dict[str, tuple[str, int]]:
+        self.store = await Store.open(self.config.storage.path)
+        self.webhooks = Webhooks.from_config(self.config, self.store)
+        self.outbox = OutboxWorker(self.store, self.webhooks)
+        self.outbox.start()
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        bound = await self.ua.start(self.config.sip.listen_specs())
+        log.info("engine_started", sip={t: f"{h}:{p}" for t, (h, p) in bound.items()})
+        return bound
+
+    async def stop(self, drain_timeout: float = 0.0) -> None:
+        if drain_timeout and self.calls:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drained(), drain_timeout)
+        for call in list(self.calls.values()):
+            call.end_cause = call.end_cause or causes.CAUSES["internal_error"]
+            await call.hangup(call.end_cause)
+            if call._task is not None:
+                call._task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        await self.ua.stop()
+        if self.outbox is not None:
+            await self.outbox.stop()
+        if self.webhooks is not None:
+            await self.webhooks.close()
+        await self.fetcher.aclose()
+        if self.store is not None:
+            await self.store.close()
+
+    async def _drained(self) -> None:
+        while self.calls:
+            await asyncio.sleep(0.1)
+
+    # -- inbound calls ----------------------------------------------------------------------------------------------
+    def on_invite(self, leg: InboundLeg) -> None:
+        task = asyncio.ensure_future(self._inbound(leg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _inbound(self, leg: InboundLeg) -> None:
+        to = number_of(leg.headers.get("To")) or number_of(f"<{leg.invite.uri}>")
+        app = self.config.inbound.app_for(to)
+        if leg.remote_sdp:
+            try:
+                sdp_mod.build_answer(leg.remote_sdp, self.config.sip.public_address, 9)
+            except sdp_mod.SdpError as exc:
+                leg.log.info("sdp_rejected", error=str(exc))
+                await leg.reject(488, "Not Acceptable Here")
+                return
+        try:
+            media = await RtpSession.open(self.allocator, self.media_host, self.config.sip.public_address)
+        except Exception as exc:  # ports exhausted or bind failure: this call only
+            leg.log.error("rtp_open_failed", error=str(exc))
+            await leg.reject(503, "No media ports")
+            return
+        call = Call(self, leg, media, direction="inbound", answer_url=app.answer_url,
+                    answer_method=app.answer_method, hangup_url=app.hangup_url, fallback_url=app.fallback_url)
+        self.calls[call.uuid] = call
+        call.log.info("call_started", direction="inbound", from_=call.params["From"], to=call.params["To"])
+        try:
+            if self.store is not None:
+                await self.store.record_call_start(call.uuid, direction="inbound", from_number=call.params["From"],
+                                                   to_number=call.params["To"], started_at=call.started_at)
+            await run_call(call)
+        finally:
+            self.calls.pop(call.uuid, None)
+
+    async def record_end(self, call: Call, cause: Cause, duration: int) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.record_call_update(call.uuid, timeline=call.timeline.as_json())
+            await self.store.finish_call(call.uuid, hangup_cause=cause.name, hangup_code=cause.code,
+                                         hangup_source=cause.hangup_source, ended_at=call.ended_at,
+                                         answered_at=call.answered_at, duration=duration, bill_duration=duration)
+        except Exception:
+            call.log.exception("call_record_failed")

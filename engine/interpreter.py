@@ -1,0 +1,146 @@
+"""The interpreter: fetch a call's XML, validate it whole, run its verbs in order, follow redirects, end the call.
+
+One loop that knows no verb (style.md): it answers an inbound call before any verb whose `ANSWERS` is true
+(spec §1.4), awaits `verb.run(call)`, and acts on the `Outcome` — next element, a new document (Redirect), or the
+end of the call (Hangup). When the elements run out the call ends with NORMAL_CLEARING / 4010.
+
+Failure rules (spec §2.7, [INF] choices documented in README):
+* the first answer_url fetch fails (3 tries / 60 s) or returns an invalid document → fallback_url; when that
+  fails too → the call ends with ANSWER_URL_ERROR (7011) or INVALID_ANSWER_XML (8011);
+* a later document (Redirect, an action URL with redirect=true) that cannot be fetched or is invalid → the call
+  ends with REDIRECT_URL_ERROR (7014) / INVALID_REDIRECT_XML (8014) — or, for an action URL that returns nothing
+  usable, the engine continues with the next element of the current document (seed example 1, spec §0.4);
+* more than MAX_REDIRECTS documents in one call → the call ends with EXCHANGE_ROUTING_ERROR (loop guard).
+The reason is always logged with the call_uuid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from . import causes
+from .verbs.base import Hangup, Next, Outcome, Redirect, Verb, XmlError
+from .webhooks import WebhookError
+from .xml import Document, parse_document
+
+if TYPE_CHECKING:
+    from .call import Call
+
+MAX_REDIRECTS = 100
+
+
+def _validate(body: bytes) -> None:
+    parse_document(body)
+
+
+async def fetch_first_document(call: Call) -> Document | None:
+    """answer_url with retries, then fallback_url; None (and the call's end cause set) when neither works."""
+    try:
+        result = await call.engine.webhooks.fetch_xml(
+            call.answer_url, call.answer_method, {}, session_params=call.params,
+            fallback_url=call.fallback_url or None, fallback_method=call.fallback_method,
+            call_uuid=call.uuid, validate=_validate, kind="answer",
+        )
+    except WebhookError as exc:
+        invalid = any("invalid" in e.lower() or "xml" in e.lower() for e in exc.errors[-1:])
+        call.end_cause = causes.CAUSES["invalid_answer_xml" if invalid else "answer_url_error"]
+        call.log.warning("answer_fetch_failed", errors=exc.errors, cause=call.end_cause.name)
+        call.timeline.add("answer_failed", errors=exc.errors[-3:])
+        return None
+    call.document_url = result.url
+    if result.used_fallback:
+        call.timeline.add("fallback_used", url=result.url)
+    doc = parse_document(result.body, source_url=result.url)
+    call.timeline.add("document", url=result.url, verbs=len(doc.verbs))
+    return doc
+
+
+async def fetch_next_document(call: Call, redirect: Redirect) -> Document | None:
+    """The document a Redirect (or an action URL with redirect=true) points at; None when unusable."""
+    url = call.resolve(redirect.url)
+    try:
+        result = await call.engine.webhooks.fetch_xml(
+            url, redirect.method, dict(redirect.params), session_params=call.params, call_uuid=call.uuid,
+            validate=_validate, kind="redirect",
+        )
+    except WebhookError as exc:
+        call.log.warning("redirect_fetch_failed", url=url, errors=exc.errors)
+        call.timeline.add("redirect_failed", url=url)
+        return None
+    call.document_url = result.url
+    doc = parse_document(result.body, source_url=result.url)
+    call.timeline.add("document", url=result.url, verbs=len(doc.verbs))
+    return doc
+
+
+async def run_verbs(call: Call, verbs: list[Verb]) -> Outcome:
+    """Run verbs in order; return the first outcome that is not Next (or Next when they all ran)."""
+    for index, verb in enumerate(verbs):
+        if verb.ANSWERS and call.direction == "inbound" and not call.answered:
+            await call.answer()
+        call.log.info("verb_start", verb=verb.TAG, line=verb.line)
+        call.timeline.add("verb", verb=verb.TAG, line=verb.line)
+        call.verb_index = index
+        outcome = await verb.run(call)
+        if not isinstance(outcome, Next):
+            return outcome
+    return Next()
+
+
+async def interpret(call: Call) -> None:
+    """The whole call flow; returns when the call should end (its end cause set)."""
+    doc = await fetch_first_document(call)
+    documents = 1
+    while doc is not None:
+        call.first_document = documents == 1
+        outcome = await run_verbs(call, doc.verbs)
+        if isinstance(outcome, Hangup):
+            call.end_cause = outcome.cause if isinstance(outcome.cause, causes.Cause) else causes.by_name(
+                outcome.cause)
+            return
+        if isinstance(outcome, Redirect):
+            documents += 1
+            if documents > MAX_REDIRECTS:
+                call.log.warning("redirect_limit_reached", limit=MAX_REDIRECTS)
+                call.end_cause = causes.CAUSES["routing_error"].with_source("Error")
+                return
+            try:
+                doc = await fetch_next_document(call, outcome)
+            except XmlError as exc:
+                call.log.warning("redirect_xml_invalid", error=str(exc))
+                call.end_cause = causes.CAUSES["invalid_redirect_xml"]
+                return
+            if doc is None:
+                call.end_cause = causes.CAUSES["redirect_url_error"]
+                return
+            continue
+        call.end_cause = causes.CAUSES["end_of_xml"]
+        return
+
+
+async def run_call(call: Call) -> None:
+    """Run a call to its end: the interpreter in a task the leg watcher can cancel, then `call.finish()`."""
+    watcher = asyncio.ensure_future(call.watch_leg())
+    call._task = asyncio.current_task()
+    try:
+        await call.ring()
+        await interpret(call)
+    except asyncio.CancelledError:
+        if not call.ended:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # the call ended under us: finish it normally below
+    except XmlError as exc:  # the first document parsed in fetch_first_document after validation: cannot happen
+        call.log.error("xml_error", error=str(exc))
+        call.end_cause = causes.CAUSES["invalid_answer_xml"]
+    except Exception:
+        call.log.exception("call_crashed")
+        call.end_cause = causes.CAUSES["internal_error"]
+    finally:
+        call._task = None
+        try:
+            await call.finish()
+        finally:
+            watcher.cancel()
