@@ -26,9 +26,9 @@ from . import causes
 from .call import Call, number_of
 from .causes import Cause
 from .config import Config
-from .sip_users import inbound_auth_for
 from .interpreter import run_call
 from .outbox import OutboxWorker
+from .sip_users import inbound_auth_for
 from .store import Store
 from .webhooks import Webhooks
 

@@ -85,17 +85,24 @@ _CANON_CACHE: dict[str, str] = dict(_CANONICAL)
 _CANON_CACHE.update({name: name for name in _CANONICAL.values()})
 _CANON_CACHE.update({short.upper(): full for short, full in COMPACT_FORMS.items()})
 _CANON_CACHE_MAX = 4096
+_EXTENSION_SPELLING: dict[str, str] = {}
 
 
 def canonical_name(name: str) -> str:
-    """'call-id' / 'i' / 'CALL-ID' -> 'Call-ID'; unknown names get each dash-separated word capitalised."""
+    """'call-id' / 'i' / 'CALL-ID' -> 'Call-ID'; an extension name keeps the spelling first seen for it."""
     cached = _CANON_CACHE.get(name)
     if cached is not None:
         return cached
     lowered = name.lower()
     canon = _CANONICAL.get(lowered)
     if canon is None:
-        canon = "-".join(part[:1].upper() + part[1:] for part in lowered.split("-"))
+        # An extension header keeps the spelling it was first seen with (X-PH-Tenant stays X-PH-Tenant on the
+        # wire; carriers and apps match such names exactly even though SIP says they need not).
+        canon = _EXTENSION_SPELLING.get(lowered)
+        if canon is None:
+            canon = name
+            if len(_EXTENSION_SPELLING) < _CANON_CACHE_MAX:
+                _EXTENSION_SPELLING[lowered] = name
     if len(_CANON_CACHE) < _CANON_CACHE_MAX:
         _CANON_CACHE[name] = canon
     return canon
@@ -957,7 +964,7 @@ class StreamFramer:
         out: list[bytes] = []
         while True:
             # Skip keep-alive CRLFs (RFC 5626 §3.5.1) between messages.
-            if buf[:1] in (b"\r", b"\n"):
+            if buf and buf[0] in (13, 10):
                 skip = len(buf) - len(buf.lstrip(b"\r\n"))
                 del buf[:skip]
             if not buf:

@@ -155,12 +155,12 @@ async def test_tcp_framing_garbage_closes_that_connection_only() -> None:
 def test_mutated_requests_never_break_the_listener(data: st.DataObject) -> None:
     """Hypothesis mutates a valid INVITE (flips, cuts, splices); each datagram goes over a real socket."""
     base = (
-        "INVITE sip:100@127.0.0.1:5080 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKmut;rport\r\n"
-        "Max-Forwards: 70\r\nFrom: \"c\" <sip:c@127.0.0.1>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\n"
-        "Call-ID: mut@probe\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 10\r\n\r\n"
-        "v=0\r\ns=-\r\n"
-    ).encode()
+        b"INVITE sip:100@127.0.0.1:5080 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKmut;rport\r\n"
+        b"Max-Forwards: 70\r\nFrom: \"c\" <sip:c@127.0.0.1>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\n"
+        b"Call-ID: mut@probe\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 10\r\n\r\n"
+        b"v=0\r\ns=-\r\n"
+    )
     seed = data.draw(st.integers(0, 2**32 - 1))
     rng = random.Random(seed)
     mutated = bytearray(base)

@@ -326,11 +326,23 @@ def test_header_names_are_case_insensitive() -> None:
     )
     h = parse_message(data).headers
     assert [n for n, _ in h] == [
-        "Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "I-Am-Custom", "X-Lower-Case", "Content-Length",
+        "Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "I-Am-Custom", "x-lower-case", "Content-Length",
     ]
     for name in ("call-id", "CALL-ID", "Call-Id", "i", "I"):
         assert h.get(name) == "CI"
     assert h.get("x-LOWER-case") == "1"
+
+
+def test_extension_header_names_keep_their_spelling_on_the_wire() -> None:
+    data = crlf(
+        "OPTIONS sip:bob@example.com SIP/2.0\n"
+        "Via: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:a@b>;tag=1\nTo: <sip:c@d>\nCall-ID: CI\nCSeq: 1 OPTIONS\n"
+        "X-PH-Tenant: acme\nX-CustomerId: 42\nContent-Length: 0\n\n"
+    )
+    msg = parse_message(data)
+    out = msg.to_bytes()
+    assert b"\r\nX-PH-Tenant: acme\r\n" in out and b"\r\nX-CustomerId: 42\r\n" in out
+    assert msg.headers.get("x-ph-tenant") == "acme"
 
 
 def test_canonical_name() -> None:
@@ -338,7 +350,8 @@ def test_canonical_name() -> None:
     assert canonical_name("CSEQ") == "CSeq"
     assert canonical_name("www-authenticate") == "WWW-Authenticate"
     assert canonical_name("l") == "Content-Length"
-    assert canonical_name("x-my-header") == "X-My-Header"
+    assert canonical_name("X-My-Header") == "X-My-Header"
+    assert canonical_name("x-MY-header") == "X-My-Header"  # the first spelling seen wins, lookups ignore case
     assert canonical_name("X-Account-ID") == "X-Account-Id"
 
 
