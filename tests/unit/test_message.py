@@ -352,7 +352,7 @@ def test_canonical_name() -> None:
     assert canonical_name("l") == "Content-Length"
     assert canonical_name("X-Spelling-Test-7f3a") == "X-Spelling-Test-7f3a"
     assert canonical_name("x-SPELLING-test-7F3A") == "X-Spelling-Test-7f3a"  # first spelling seen wins
-    assert canonical_name("X-Account-ID") == "X-Account-Id"
+    assert canonical_name("X-Account-ID") == "X-Account-ID"
 
 
 def test_whitespace_around_colon_and_values() -> None:
