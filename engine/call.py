@@ -27,6 +27,7 @@ from sip.uri import NameAddr
 
 from . import causes
 from .causes import Cause
+from .recordings import Recording
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -85,6 +86,8 @@ class Call:
         self.end_cause: Cause | None = None
         self.digits: asyncio.Queue[str] = asyncio.Queue()
         self.early_media = False
+        self.session_recordings: list[tuple[Any, Recording]] = []
+        self.pending_dial_recording: Any = None
         self.verb_index = 0  # position of the running verb in its document
         self.first_document = True  # the running document is the answer_url's (not a redirect's)
         self.log: Any = structlog.get_logger("engine.call").bind(call_uuid=self.uuid)
@@ -218,6 +221,38 @@ class Call:
         self.digits.put_nowait(digit)
         self.timeline.add("dtmf", digit=digit)
 
+    def new_recording(self, file_format: str, channels: int) -> Recording:
+        return Recording(self.engine.recordings_dir, self.engine.base_url, file_format, channels)
+
+    def start_session_recording(self, verb: Any, *, on_dial_answer: bool = False) -> None:
+        """`<Record recordSession="true">`: record the rest of the call in the background (stereo: the caller
+        left, what the caller hears right); the file and its callbacks are delivered when the call ends.
+        `startOnDialAnswer` recordings are started by the next Dial when its B leg answers."""
+        if self.media is None:
+            self.log.error("record_without_media")
+            return
+        if on_dial_answer:
+            self.pending_dial_recording = verb
+            return
+        channels = 2 if verb.attrs["recordChannelType"] == "stereo" else 1
+        recording = self.new_recording(verb.attrs["fileFormat"], channels)
+        self.media.add_sink(recording.recorder.sink_a)
+        add_send_sink = getattr(self.media, "add_send_sink", None)
+        if add_send_sink is not None:
+            add_send_sink(recording.recorder.sink_b)
+        self.session_recordings.append((verb, recording))
+        self.timeline.add("record_session", recording_id=recording.id)
+
+    def _finish_session_recordings(self) -> None:
+        for verb, recording in self.session_recordings:
+            params = recording.finish()
+            a = verb.attrs
+            if a["callbackUrl"]:
+                self.callback(a["callbackUrl"], a["callbackMethod"], params, kind="recording")
+            if a["action"]:
+                self.callback(a["action"], a["method"], params, kind="action")
+        self.session_recordings.clear()
+
     def flush_digits(self) -> None:
         while not self.digits.empty():
             self.digits.get_nowait()
@@ -261,6 +296,7 @@ class Call:
         self._ended.set()
         if self.media is not None:
             self.media.close()
+        self._finish_session_recordings()
         cause = self.end_cause
         duration = int(math.ceil(self.ended_at - self.answered_at)) if self.answered_at else 0
         status = causes.call_status_for(cause, self.answered)

@@ -26,18 +26,20 @@ from . import causes
 from .call import Call, number_of
 from .causes import Cause
 from .config import Config
+from .http_api import HttpServer
 from .interpreter import run_call
 from .outbox import OutboxWorker
 from .sip_users import inbound_auth_for
 from .store import Store
-from .webhooks import Webhooks
+from .webhooks import Webhooks, WebhookSettings
 
 log = structlog.get_logger("engine")
 
 
 class Engine:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, webhook_settings: WebhookSettings | None = None) -> None:
         self.config = config
+        self.webhook_settings = webhook_settings
         self.ua = UserAgent(public_address=config.sip.public_address, on_invite=self.on_invite,
                             inbound_auth=inbound_auth_for(config))
         self.allocator = PortAllocator(config.sip.rtp_port_min, config.sip.rtp_port_max)
@@ -50,13 +52,16 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.media_host = config.sip.listen_specs()[0][1]
         self.recordings_dir = Path(config.storage.recordings_dir)
+        host, port = config.http.listen_address()
+        self.http = HttpServer(self, host, port)
 
     async def start(self) -> dict[str, tuple[str, int]]:
         self.store = await Store.open(self.config.storage.path)
-        self.webhooks = Webhooks.from_config(self.config, self.store)
+        self.webhooks = Webhooks.from_config(self.config, self.store, self.webhook_settings)
         self.outbox = OutboxWorker(self.store, self.webhooks)
         self.outbox.start()
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        await self.http.start()
         bound = await self.ua.start(self.config.sip.listen_specs())
         log.info("engine_started", sip={t: f"{h}:{p}" for t, (h, p) in bound.items()})
         return bound
@@ -73,6 +78,7 @@ class Engine:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         await self.ua.stop()
+        await self.http.stop()
         if self.outbox is not None:
             await self.outbox.stop()
         if self.webhooks is not None:
@@ -80,6 +86,12 @@ class Engine:
         await self.fetcher.aclose()
         if self.store is not None:
             await self.store.close()
+
+    @property
+    def base_url(self) -> str:
+        """Where this engine's HTTP server is reached (RecordUrl, REST)."""
+        host = self.http.host if self.http.host not in ("0.0.0.0", "::", "") else self.config.sip.public_address
+        return f"http://{host}:{self.http.port}"
 
     async def _drained(self) -> None:
         while self.calls:

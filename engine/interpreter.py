@@ -43,7 +43,7 @@ async def fetch_first_document(call: Call) -> Document | None:
             call_uuid=call.uuid, validate=_validate, kind="answer",
         )
     except WebhookError as exc:
-        invalid = any("invalid" in e.lower() or "xml" in e.lower() for e in exc.errors[-1:])
+        invalid = bool(exc.errors) and "invalid document" in exc.errors[-1]
         call.end_cause = causes.CAUSES["invalid_answer_xml" if invalid else "answer_url_error"]
         call.log.warning("answer_fetch_failed", errors=exc.errors, cause=call.end_cause.name)
         call.timeline.add("answer_failed", errors=exc.errors[-3:])
@@ -56,27 +56,30 @@ async def fetch_first_document(call: Call) -> Document | None:
     return doc
 
 
-async def fetch_next_document(call: Call, redirect: Redirect) -> Document | None:
-    """The document a Redirect (or an action URL with redirect=true) points at; None when unusable."""
+async def fetch_next_document(call: Call, redirect: Redirect) -> Document | str:
+    """The document a Redirect (or an action URL with redirect=true) points at, or the key of the cause in
+    engine.causes that says why there is none (redirect_url_error / invalid_redirect_xml)."""
     url = call.resolve(redirect.url)
     try:
         result = await call.engine.webhooks.fetch_xml(
             url, redirect.method, dict(redirect.params), session_params=call.params, call_uuid=call.uuid,
-            validate=_validate, kind="redirect",
+            validate=_validate, kind="redirect", retry_unusable=False,
         )
     except WebhookError as exc:
+        invalid = bool(exc.errors) and "invalid document" in exc.errors[-1]
         call.log.warning("redirect_fetch_failed", url=url, errors=exc.errors)
         call.timeline.add("redirect_failed", url=url)
-        return None
+        return "invalid_redirect_xml" if invalid else "redirect_url_error"
     call.document_url = result.url
     doc = parse_document(result.body, source_url=result.url)
     call.timeline.add("document", url=result.url, verbs=len(doc.verbs))
     return doc
 
 
-async def run_verbs(call: Call, verbs: list[Verb]) -> Outcome:
-    """Run verbs in order; return the first outcome that is not Next (or Next when they all ran)."""
-    for index, verb in enumerate(verbs):
+async def run_verbs(call: Call, verbs: list[Verb], start: int = 0) -> Outcome:
+    """Run verbs in order from `start`; return the first outcome that is not Next (or Next when they all ran)."""
+    for index in range(start, len(verbs)):
+        verb = verbs[index]
         if verb.ANSWERS and call.direction == "inbound" and not call.answered:
             await call.answer()
         call.log.info("verb_start", verb=verb.TAG, line=verb.line)
@@ -92,31 +95,33 @@ async def interpret(call: Call) -> None:
     """The whole call flow; returns when the call should end (its end cause set)."""
     doc = await fetch_first_document(call)
     documents = 1
+    start = 0
     while doc is not None:
         call.first_document = documents == 1
-        outcome = await run_verbs(call, doc.verbs)
+        outcome = await run_verbs(call, doc.verbs, start)
+        start = 0
         if isinstance(outcome, Hangup):
-            call.end_cause = outcome.cause if isinstance(outcome.cause, causes.Cause) else causes.by_name(
-                outcome.cause)
+            cause = outcome.cause
+            call.end_cause = cause if isinstance(cause, causes.Cause) else causes.by_name(cause)
             return
-        if isinstance(outcome, Redirect):
-            documents += 1
-            if documents > MAX_REDIRECTS:
-                call.log.warning("redirect_limit_reached", limit=MAX_REDIRECTS)
-                call.end_cause = causes.CAUSES["routing_error"].with_source("Error")
-                return
-            try:
-                doc = await fetch_next_document(call, outcome)
-            except XmlError as exc:
-                call.log.warning("redirect_xml_invalid", error=str(exc))
-                call.end_cause = causes.CAUSES["invalid_redirect_xml"]
-                return
-            if doc is None:
-                call.end_cause = causes.CAUSES["redirect_url_error"]
-                return
-            continue
-        call.end_cause = causes.CAUSES["end_of_xml"]
-        return
+        if not isinstance(outcome, Redirect):
+            call.end_cause = causes.CAUSES["end_of_xml"]
+            return
+        documents += 1
+        if documents > MAX_REDIRECTS:
+            call.log.warning("redirect_limit_reached", limit=MAX_REDIRECTS)
+            call.end_cause = causes.CAUSES["routing_error"].with_source("Error")
+            return
+        next_doc = await fetch_next_document(call, outcome)
+        if isinstance(next_doc, str):
+            if outcome.continue_on_failure:
+                # An action URL that returned nothing usable: go on with the current document (spec §0.4 ex. 1).
+                call.log.info("action_unusable_continuing", url=outcome.url)
+                start = call.verb_index + 1
+                continue
+            call.end_cause = causes.CAUSES[next_doc]
+            return
+        doc = next_doc
 
 
 async def run_call(call: Call) -> None:

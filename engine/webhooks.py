@@ -396,15 +396,19 @@ class Webhooks:
         call_uuid: str | None = None,
         validate: Callable[[bytes], Any] | None = None,
         kind: str = "answer",
+        retry_unusable: bool = True,
     ) -> FetchResult:
         """Fetch an app document: ``url`` with retries, then ``fallback_url`` (if any) with the same parameters.
         ``validate(body)`` may raise to reject a body (counts as a failed attempt); what it returns is
-        ``FetchResult.parsed``. Raises ``WebhookError`` listing every failure when nothing usable came back."""
+        ``FetchResult.parsed``. Raises ``WebhookError`` listing every failure when nothing usable came back.
+        ``retry_unusable=False``: a 2xx with an empty or invalid body fails at once (an action URL that answers
+        "nothing to do"); only network errors and retryable statuses are tried again."""
         errors: list[str] = []
         attempts = [0]
         try:
             return await self._fetch_url(
-                url, method, params, session_params, call_uuid, validate, kind, errors, attempts, False
+                url, method, params, session_params, call_uuid, validate, kind, errors, attempts, False,
+                retry_unusable,
             )
         except WebhookError:
             if not fallback_url:
@@ -462,6 +466,7 @@ class Webhooks:
         errors: list[str],
         attempts: list[int],
         used_fallback: bool,
+        retry_unusable: bool = True,
     ) -> FetchResult:
         s = self.settings
         deadline = time.monotonic() + s.fetch_total
@@ -493,11 +498,13 @@ class Webhooks:
                     retry = response.status_code not in _NOT_RETRIED
                 elif not body.strip():
                     errors.append(f"attempt {attempt}: {shown}: empty body")
+                    retry = retry_unusable
                 else:
                     try:
                         parsed = validate(body) if validate is not None else None
                     except Exception as e:  # the caller's verdict on the body, whatever its type
                         errors.append(f"attempt {attempt}: {shown}: invalid document: {e}")
+                        retry = retry_unusable
                     else:
                         return FetchResult(
                             body=body,

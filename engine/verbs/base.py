@@ -60,13 +60,16 @@ class Redirect:
     url: str
     method: str = "POST"
     params: dict[str, str] = field(default_factory=dict)
+    # An action URL (redirect="true"): when it returns nothing usable, go on with the next element of the current
+    # document instead of ending the call (seed example 1, spec §0.4). A <Redirect> element ends the call instead.
+    continue_on_failure: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Hangup:
     """End the call with this cause name (engine.causes), e.g. NORMAL_CLEARING, CALL_REJECTED, USER_BUSY."""
 
-    cause: str
+    cause: Any  # an engine.causes.Cause, or a HangupCause name
     source: str = "Answer XML"
 
 

@@ -7,11 +7,12 @@ next element start without waiting for the digits to finish.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import asyncio
+from typing import Any, ClassVar
 
 from media.dtmf import parse_digits
 
-from .base import Attr, Verb
+from .base import NEXT, Attr, Outcome, Verb
 
 
 def check_digit_string(text: str) -> str:
@@ -40,3 +41,14 @@ class DTMF(Verb):
             check_digit_string(self.text)
         except ValueError as exc:
             raise self.error(f"body: {exc}") from None
+
+    async def run(self, call: Any) -> Outcome:
+        """RFC 4733 events (in-band tones when the peer has no telephone-event); async="true" goes on at once."""
+        if call.media is None:
+            call.log.warning("dtmf_without_media")
+            return NEXT
+        sending = asyncio.ensure_future(call.media.send_dtmf(self.text))
+        call.timeline.add("dtmf_send", digits=self.text)
+        if not self.attrs["async"]:
+            await sending
+        return NEXT

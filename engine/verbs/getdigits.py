@@ -8,9 +8,13 @@ is not accepted. What does not live here: DTMF detection (media/dtmf) and the ac
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from .base import Attr, Verb
+from media.fetch import AudioFetchError
+from media.sources import beep
+
+from .base import NEXT, Attr, Outcome, Redirect, Verb
+from .collect import Collected, collect_keys, play_prompts_until_key
 
 
 class GetDigits(Verb):
@@ -37,3 +41,42 @@ class GetDigits(Verb):
     def validate(self) -> None:
         if not self.attrs["validDigits"]:
             raise self.error("must list at least one key (0-9, * or #)", "validDigits")
+
+    async def run(self, call: Any) -> Outcome:
+        a = self.attrs
+        call.flush_digits()
+        collected = Collected()
+        attempt = 0
+        for attempt in range(a["retries"]):
+            first = await play_prompts_until_key(call, self.children)
+            if first is None and a["playBeep"]:
+                await call.play(beep())
+            collected = await collect_keys(
+                call, first_key=first, first_timeout=a["timeout"], next_timeout=a["digitTimeout"],
+                num_digits=a["numDigits"], finish_keys=a["finishOnKey"], valid_keys=a["validDigits"],
+            )
+            if collected.invalid:
+                call.timeline.add("getdigits_invalid", attempt=attempt + 1)
+                if a["invalidDigitsSound"]:
+                    await _play_url(call, a["invalidDigitsSound"])
+                continue
+            if collected.digits:
+                break
+        digits = collected.digits if not collected.invalid else ""
+        call.timeline.add("getdigits", digits=digits if a["log"] else "***", attempts=attempt + 1)
+        if not digits or not a["action"]:
+            return NEXT  # no input: the next element runs (spec §4.9; FW posts nothing)
+        params = {"Digits": digits}
+        if a["redirect"]:
+            return Redirect(call.resolve(a["action"]), a["method"], params, continue_on_failure=True)
+        call.callback(a["action"], a["method"], params, kind="action")
+        return NEXT
+
+
+async def _play_url(call: Any, url: str) -> None:
+    try:
+        pcm = await call.engine.fetcher.fetch(call.resolve(url))
+    except AudioFetchError as exc:
+        call.log.error("play_failed", url=exc.url, cause=exc.cause)
+        return
+    await call.play_pcm(pcm)

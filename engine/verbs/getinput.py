@@ -11,9 +11,12 @@ error. What does not live here: DTMF detection, speech recognition and the actio
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from .base import Attr, Verb, show
+from .base import NEXT, Attr, Outcome, Redirect, Verb, show
+from .collect import collect_keys, play_prompts_until_key
+
+DEFAULT_DIGIT_END_TIMEOUT = 5  # seconds between keys for digitEndTimeout="auto" (a documented choice)
 
 _BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
 
@@ -58,3 +61,29 @@ class GetInput(Verb):
     }
     CHILDREN = frozenset({"Speak", "Play", "Wait"})
     ANSWERS = True
+
+    async def run(self, call: Any) -> Outcome:
+        a = self.attrs
+        if a["inputType"] == "speech":
+            # No speech engine in softswitch: a clear error, the verb ends, the call goes on.
+            call.log.error("getinput_speech_unsupported",
+                           error="inputType speech is not supported without a speech engine")
+            call.timeline.add("getinput_unsupported", inputType="speech")
+            return NEXT
+        if a["inputType"] != "dtmf":
+            call.log.warning("getinput_speech_ignored", detail="speech input is not supported; collecting DTMF only")
+        call.flush_digits()
+        first = await play_prompts_until_key(call, self.children)
+        end_timeout = DEFAULT_DIGIT_END_TIMEOUT if a["digitEndTimeout"] == "auto" else a["digitEndTimeout"]
+        collected = await collect_keys(
+            call, first_key=first, first_timeout=a["executionTimeout"], next_timeout=end_timeout,
+            num_digits=a["numDigits"], finish_keys=a["finishOnKey"], valid_keys="0123456789*#ABCD",
+        )
+        call.timeline.add("getinput", digits=collected.digits if a["log"] else "***")
+        if not collected.digits:
+            return NEXT  # no input: the next element runs (spec §4.10)
+        params = {"InputType": "dtmf", "Digits": collected.digits, "Speech": "", "SpeechConfidenceScore": ""}
+        if a["redirect"]:
+            return Redirect(call.resolve(a["action"]), a["method"], params, continue_on_failure=True)
+        call.callback(a["action"], a["method"], params, kind="action")
+        return NEXT

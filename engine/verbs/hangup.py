@@ -10,9 +10,10 @@ The class is `HangupVerb`, not `Hangup`, so that `run()` can return the `base.Ha
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from .base import Attr, Verb
+from .. import causes
+from .base import NEXT, Attr, Hangup, Outcome, Verb
 
 
 class HangupVerb(Verb):
@@ -24,3 +25,11 @@ class HangupVerb(Verb):
         "schedule": Attr("int", min=1),  # seconds; execution continues with the next element at once
     }
     ANSWERS = False
+
+    async def run(self, call: Any) -> Outcome:
+        first = call.first_document and call.verb_index == 0
+        cause = causes.from_hangup_reason(self.attrs["reason"], first_element=first)
+        if self.attrs["schedule"]:
+            call.schedule_hangup(self.attrs["schedule"], causes.CAUSES["normal_hangup"].with_source("Answer XML"))
+            return NEXT
+        return Hangup(cause)

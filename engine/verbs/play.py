@@ -6,9 +6,11 @@ What does not live here: fetching, decoding and caching audio (media/fetch, medi
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from .base import Attr, Verb, parse_url
+from media.fetch import AudioFetchError
+
+from .base import NEXT, Attr, Outcome, Verb, parse_url
 
 
 class Play(Verb):
@@ -26,3 +28,15 @@ class Play(Verb):
             parse_url(self.text)
         except ValueError as exc:
             raise self.error(f"body must be the audio file's URL: {exc}") from None
+
+    async def run(self, call: Any) -> Outcome:
+        url = call.resolve(self.text)
+        try:
+            pcm = await call.engine.fetcher.fetch(url)
+        except AudioFetchError as exc:
+            # A 404, timeout or undecodable file ends this verb with a clear error; the call goes on.
+            call.log.error("play_failed", url=exc.url, cause=exc.cause)
+            call.timeline.add("play_failed", cause=exc.cause)
+            return NEXT
+        await call.play_pcm(pcm, loop=self.attrs["loop"])
+        return NEXT

@@ -6,9 +6,9 @@ unsupported). It does not answer (ANSWERS = False).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from .base import Attr, Verb
+from .base import NEXT, Attr, Next, Outcome, Verb
 
 
 class PreAnswer(Verb):
@@ -18,3 +18,13 @@ class PreAnswer(Verb):
     ATTRIBUTES: ClassVar[dict[str, Attr]] = {}
     CHILDREN = frozenset({"Speak", "Play", "Wait", "GetDigits", "Redirect", "Message", "DTMF"})
     ANSWERS = False
+
+    async def run(self, call: Any) -> Outcome:
+        """183 with SDP, then the children as early media; the call stays unanswered (not billed)."""
+        await call.pre_answer()
+        for child in self.children:
+            call.timeline.add("verb", verb=child.TAG, line=child.line, early=True)
+            outcome = await child.run(call)
+            if not isinstance(outcome, Next):
+                return outcome
+        return NEXT

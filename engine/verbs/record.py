@@ -12,9 +12,13 @@ What does not live here: the recorder (media/recorder) and the action/callback r
 
 from __future__ import annotations
 
-from typing import ClassVar
+import asyncio
+from typing import Any, ClassVar
 
-from .base import Attr, Verb
+from media.detect import SilenceDetector
+from media.sources import beep
+
+from .base import NEXT, Attr, Outcome, Redirect, Verb
 
 
 class Record(Verb):
@@ -45,3 +49,56 @@ class Record(Verb):
     def validate(self) -> None:
         if self.attrs["recordSession"] and self.attrs["startOnDialAnswer"]:
             raise self.error('cannot be "true" together with recordSession="true"', "startOnDialAnswer")
+
+    async def run(self, call: Any) -> Outcome:
+        a = self.attrs
+        if a["recordSession"] or a["startOnDialAnswer"]:
+            # Non-blocking: the whole call (or the next Dial once B answers) is recorded in the background.
+            call.start_session_recording(self, on_dial_answer=a["startOnDialAnswer"])
+            return NEXT
+        if call.media is None:
+            call.log.error("record_without_media")
+            return NEXT
+        if a["playBeep"]:
+            await call.play(beep())
+        call.flush_digits()
+        recording = call.new_recording(a["fileFormat"], channels=1)
+        silence = SilenceDetector(min_silence_s=float(a["timeout"]))
+        call.media.add_sink(recording.recorder)
+        call.media.add_sink(silence)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        finish_key = ""
+        try:
+            while loop.time() - started < a["maxLength"]:
+                if silence.silence_reached:
+                    break
+                try:
+                    key = await asyncio.wait_for(call.digits.get(), 0.05)
+                except TimeoutError:
+                    continue
+                if key in a["finishOnKey"]:
+                    finish_key = key
+                    break
+        except asyncio.CancelledError:
+            # The caller hung up while recording (the usual end of a voicemail): the file and its action
+            # callback are still delivered.
+            params = recording.finish(digits="hangup")
+            self._deliver(call, params, redirect=False)
+            raise
+        finally:
+            call.media.remove_sink(silence)
+            call.media.remove_sink(recording.recorder)
+        params = recording.finish(digits=finish_key)
+        return self._deliver(call, params, redirect=a["redirect"])
+
+    def _deliver(self, call: Any, params: dict[str, str], *, redirect: bool) -> Outcome:
+        a = self.attrs
+        if a["callbackUrl"]:
+            call.callback(a["callbackUrl"], a["callbackMethod"], params, kind="recording")
+        if not a["action"]:
+            return NEXT
+        if redirect:
+            return Redirect(call.resolve(a["action"]), a["method"], params, continue_on_failure=True)
+        call.callback(a["action"], a["method"], params, kind="action")
+        return NEXT

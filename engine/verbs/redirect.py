@@ -6,9 +6,9 @@ The class is `RedirectVerb`, not `Redirect`, so that `run()` can return the `bas
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from .base import Attr, Verb, parse_url
+from .base import Attr, Outcome, Redirect, Verb, parse_url
 
 
 class RedirectVerb(Verb):
@@ -26,3 +26,6 @@ class RedirectVerb(Verb):
             parse_url(self.text)
         except ValueError as exc:
             raise self.error(f"body must be the URL to redirect to: {exc}") from None
+
+    async def run(self, call: Any) -> Outcome:
+        return Redirect(call.resolve(self.text), self.attrs["method"])

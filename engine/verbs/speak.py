@@ -19,7 +19,9 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
-from .base import Attr, ParseChild, Verb, XmlError, report, show
+from media.tts import TtsError
+
+from .base import NEXT, Attr, Outcome, ParseChild, Verb, XmlError, report, show
 
 if TYPE_CHECKING:
     from lxml.etree import _Element
@@ -113,6 +115,16 @@ class Speak(Verb):
                 report(errors, exc)
         return verb
 
+
+    async def run(self, call: Any) -> Outcome:
+        try:
+            pcm = await call.engine.tts.render(self.text, self.attrs["voice"], self.attrs["language"])
+        except TtsError as exc:
+            call.log.error("speak_failed", error=str(exc))
+            call.timeline.add("speak_failed", error=str(exc))
+            return NEXT
+        await call.play_pcm(pcm, loop=self.attrs["loop"])
+        return NEXT
 
 def _check_ssml(el: _Element, parent: str, errors: list[XmlError] | None) -> None:
     """Check one SSML element and everything below it: allowed in `parent` (an SSML tag or Speak), known attributes."""

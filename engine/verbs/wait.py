@@ -6,9 +6,12 @@ What does not live here: silence and beep detection (media/detect).
 
 from __future__ import annotations
 
-from typing import ClassVar
+import asyncio
+from typing import Any, ClassVar
 
-from .base import Attr, Verb
+from media.detect import BeepDetector, SilenceDetector
+
+from .base import NEXT, Attr, Outcome, Verb
 
 
 class Wait(Verb):
@@ -27,3 +30,29 @@ class Wait(Verb):
         if self.attrs["beep"] and self.attrs["silence"]:
             # spec §4.6: beep detection applies only when silence is false; both at once is ambiguous
             raise self.error('beep="true" cannot be combined with silence="true"', "beep")
+
+    async def run(self, call: Any) -> Outcome:
+        length = float(self.attrs["length"])
+        if call.media is None or not (self.attrs["silence"] or self.attrs["beep"]):
+            await asyncio.sleep(length)
+            return NEXT
+        detector: SilenceDetector | BeepDetector
+        if self.attrs["silence"]:
+            detector = SilenceDetector(min_silence_s=self.attrs["minSilence"] / 1000)
+        else:
+            detector = BeepDetector()
+        call.media.add_sink(detector)
+        try:
+            deadline = asyncio.get_running_loop().time() + length
+            while asyncio.get_running_loop().time() < deadline:
+                if isinstance(detector, SilenceDetector) and detector.silence_reached:
+                    call.timeline.add("wait_silence")
+                    break
+                if isinstance(detector, BeepDetector) and detector.beep_ended:
+                    # Voicemail drop: the message starts once the beep is over.
+                    call.timeline.add("wait_beep", frequency=round(detector.beep_frequency or 0))
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            call.media.remove_sink(detector)
+        return NEXT
