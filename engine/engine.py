@@ -37,9 +37,11 @@ log = structlog.get_logger("engine")
 
 
 class Engine:
-    def __init__(self, config: Config, *, webhook_settings: WebhookSettings | None = None) -> None:
+    def __init__(self, config: Config, *, webhook_settings: WebhookSettings | None = None,
+                 outbox_options: dict[str, float] | None = None) -> None:
         self.config = config
         self.webhook_settings = webhook_settings
+        self.outbox_options = outbox_options or {}
         self.ua = UserAgent(public_address=config.sip.public_address, on_invite=self.on_invite,
                             inbound_auth=inbound_auth_for(config))
         self.allocator = PortAllocator(config.sip.rtp_port_min, config.sip.rtp_port_max)
@@ -58,7 +60,7 @@ class Engine:
     async def start(self) -> dict[str, tuple[str, int]]:
         self.store = await Store.open(self.config.storage.path)
         self.webhooks = Webhooks.from_config(self.config, self.store, self.webhook_settings)
-        self.outbox = OutboxWorker(self.store, self.webhooks)
+        self.outbox = OutboxWorker(self.store, self.webhooks, **self.outbox_options)  # type: ignore[arg-type]
         self.outbox.start()
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
         await self.http.start()

@@ -60,7 +60,8 @@ class EngineEnv:
         env.update({k: v.replace("{app}", self.app.base_url) for k, v in self.overrides.items()})
         config = load_config(None, env=env)
         fast = WebhookSettings(request_timeout=3.0, fetch_backoff=0.05, callback_backoff=0.05, fetch_total=10.0)
-        self.engine = Engine(config, webhook_settings=fast)
+        self.engine = Engine(config, webhook_settings=fast,
+                             outbox_options={"base_delay": 0.3, "poll_interval": 0.2, "jitter": 0.0})
         await self.engine.start()
         return self
 
