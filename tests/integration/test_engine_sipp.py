@@ -25,7 +25,8 @@ async def test_sipp_caller_presses_1_and_the_action_gets_it(tmp_path: Path, make
         hangup = await env.hangup_callback()
         assert hangup["HangupSource"] == "Caller" and hangup["CallStatus"] == "completed"
         trace = parse_trace(result.messages)
-        ok = [m for m in trace if m.direction == "received" and m.status == 200 and "INVITE" in (m.header("CSeq") or "")]
+        ok = [m for m in trace
+              if m.direction == "received" and m.status == 200 and "INVITE" in (m.header("CSeq") or "")]
         assert ok and "m=audio " in ok[0].body and "a=rtpmap:101 telephone-event/8000" in ok[0].body
 
 
