@@ -167,6 +167,8 @@ async def run_round(n: int, sink: Sink, allocator: PortAllocator, seconds: float
     def begin(i: int, session: RtpSession) -> None:
         session.answer(offer)
         session.play(LoopingTone())
+        if echo:
+            session.add_sink(_NullSink())  # received audio is decoded and re-chunked, as for a recorder
         if i == n - 1 and not started.done():
             started.set_result(None)
 
@@ -274,6 +276,11 @@ async def run_minimal(n: int, sink: Sink, seconds: float, warmup: float) -> dict
         "max_ms": 1000 * float(state["max"]), "cpu_pct": 100 * cpu / wall, "us_per_packet": 1e6 * cpu / max(sent, 1),
         "sink_pct": 100 * sink_count / max(sent, 1), "skipped": 0, "echo_pct": None,
     }
+
+
+class _NullSink:
+    def write_frame(self, pcm: bytes) -> None:
+        pass
 
 
 class _QuietLog:

@@ -88,6 +88,7 @@ class Call:
         self.early_media = False
         self.session_recordings: list[tuple[Any, Recording]] = []
         self.pending_dial_recording: Any = None
+        self.dial_legs: list[dict[str, Any]] = []  # B legs of every Dial, for the call record
         self.verb_index = 0  # position of the running verb in its document
         self.first_document = True  # the running document is the answer_url's (not a redirect's)
         self.log: Any = structlog.get_logger("engine.call").bind(call_uuid=self.uuid)
@@ -128,6 +129,11 @@ class Call:
     @property
     def answered(self) -> bool:
         return self.answered_at is not None
+
+    @property
+    def authenticated(self) -> bool:
+        """The caller passed SIP digest auth (raw sipHeaders mode, client rule §0.3)."""
+        return getattr(self.leg, "authenticated_user", None) is not None
 
     @property
     def ended(self) -> bool:
@@ -242,6 +248,18 @@ class Call:
             add_send_sink(recording.recorder.sink_b)
         self.session_recordings.append((verb, recording))
         self.timeline.add("record_session", recording_id=recording.id)
+
+    def start_dial_recording(self, b_media: RtpSession) -> None:
+        """`<Record startOnDialAnswer="true">`: the bridged call from B's answer (A left, B right in stereo)."""
+        verb, self.pending_dial_recording = self.pending_dial_recording, None
+        if verb is None or self.media is None:
+            return
+        channels = 2 if verb.attrs["recordChannelType"] == "stereo" else 1
+        recording = self.new_recording(verb.attrs["fileFormat"], channels)
+        self.media.add_sink(recording.recorder.sink_a)
+        b_media.add_sink(recording.recorder.sink_b)
+        self.session_recordings.append((verb, recording))
+        self.timeline.add("record_dial", recording_id=recording.id)
 
     def _finish_session_recordings(self) -> None:
         for verb, recording in self.session_recordings:

@@ -142,6 +142,9 @@ CAUSES: dict[str, Cause] = {
     "sip_auth_failed": _c("sip_auth_failed", 4240, "SIP Auth Failed", "failed", None, 21, "Carrier"),
     "sip_auth_timeout": _c("sip_auth_timeout", 4250, "SIP Auth Timeout", "timeout", None, 102, "Carrier"),
     # destination problems found by the engine
+    "destination_barred": _c(
+        "OUTGOING_CALL_BARRED", 2040, "Destination Number Barred", "failed", 403, 52, "Plivo"
+    ),
     "user_not_registered": _c("USER_NOT_REGISTERED", 2020, "Endpoint Not Registered", "failed", 480, 20, "Plivo"),
     "invalid_destination": _c(
         "INVALID_NUMBER_FORMAT", 2000, "Invalid Destination Address", "failed", 484, 28, "Plivo"
@@ -178,10 +181,10 @@ for _cause in CAUSES.values():
 
 # Exact SIP statuses with their own row; ranges are handled in from_sip_status.
 _SIP_STATUS: dict[int, str] = {
-    401: "forbidden",  # a challenge we had no credentials for (with credentials sip/leg.py says auth_failed)
+    401: "sip_auth_failed",  # a challenge we had no credentials for (with credentials sip/leg.py says auth_failed)
     403: "forbidden",
     404: "unallocated_number",
-    407: "forbidden",
+    407: "sip_auth_failed",
     408: "request_timeout",
     480: "no_answer",
     484: "unallocated_number",

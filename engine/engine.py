@@ -20,6 +20,7 @@ from media.ports import PortAllocator
 from media.session import RtpSession
 from media.tts import Tts
 from sip.leg import InboundLeg
+from sip.transaction import TimerConfig
 from sip.ua import UserAgent
 
 from . import causes
@@ -38,12 +39,12 @@ log = structlog.get_logger("engine")
 
 class Engine:
     def __init__(self, config: Config, *, webhook_settings: WebhookSettings | None = None,
-                 outbox_options: dict[str, float] | None = None) -> None:
+                 outbox_options: dict[str, float] | None = None, sip_timers: TimerConfig | None = None) -> None:
         self.config = config
         self.webhook_settings = webhook_settings
         self.outbox_options = outbox_options or {}
         self.ua = UserAgent(public_address=config.sip.public_address, on_invite=self.on_invite,
-                            inbound_auth=inbound_auth_for(config))
+                            inbound_auth=inbound_auth_for(config), timers=sip_timers)
         self.allocator = PortAllocator(config.sip.rtp_port_min, config.sip.rtp_port_max)
         self.tts = Tts()
         self.fetcher = AudioFetcher()

@@ -7,9 +7,11 @@ end of the call (Hangup). When the elements run out the call ends with NORMAL_CL
 Failure rules (spec §2.7, [INF] choices documented in README):
 * the first answer_url fetch fails (3 tries / 60 s) or returns an invalid document → fallback_url; when that
   fails too → the call ends with ANSWER_URL_ERROR (7011) or INVALID_ANSWER_XML (8011);
-* a later document (Redirect, an action URL with redirect=true) that cannot be fetched or is invalid → the call
-  ends with REDIRECT_URL_ERROR (7014) / INVALID_REDIRECT_XML (8014) — or, for an action URL that returns nothing
-  usable, the engine continues with the next element of the current document (seed example 1, spec §0.4);
+* a `<Redirect>` document that cannot be fetched or is invalid → the call ends with REDIRECT_URL_ERROR (7014) /
+  INVALID_REDIRECT_XML (8014);
+* an action URL (Dial, GetDigits, GetInput, Record with redirect=true) that returns nothing usable — an error, an
+  empty body, invalid XML or an empty <Response/> — lets the engine continue with the next element of the current
+  document (seed example 1, spec §0.4), the reason logged;
 * more than MAX_REDIRECTS documents in one call → the call ends with EXCHANGE_ROUTING_ERROR (loop guard).
 The reason is always logged with the call_uuid.
 """
@@ -113,6 +115,8 @@ async def interpret(call: Call) -> None:
             call.end_cause = causes.CAUSES["routing_error"].with_source("Error")
             return
         next_doc = await fetch_next_document(call, outcome)
+        if outcome.continue_on_failure and not isinstance(next_doc, str) and not next_doc.verbs:
+            next_doc = "empty"  # an action answering an empty <Response/> has nothing to say: go on here
         if isinstance(next_doc, str):
             if outcome.continue_on_failure:
                 # An action URL that returned nothing usable: go on with the current document (spec §0.4 ex. 1).

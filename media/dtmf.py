@@ -208,6 +208,17 @@ class DtmfPlayer:
     def ticks_left(self) -> int:
         return len(self._plan) - self._index
 
+    def cancel(self) -> None:
+        """Stop after the key being signalled now (its end packets still go out, so the peer sees a clean event);
+        drop the keys and pauses after it."""
+        j = self._index
+        while j < len(self._plan):
+            t = self._plan[j]
+            if t.kind == "audio" or (t.kind in ("event", "tone") and t.i == 0):
+                break
+            j += 1
+        del self._plan[j:]
+
     def _expand(self) -> list[_Tick]:
         plan: list[_Tick] = []
         for step in self.steps:

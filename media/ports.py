@@ -40,7 +40,7 @@ class PortPair:
         return self.rtp_port + 1
 
     def release(self) -> None:
-        """Close both sockets (the RTP socket may already be closed by its asyncio transport) and free the pair."""
+        """Close both sockets (stop reading them first) and give the pair back. Idempotent."""
         if self.released:
             return
         self.released = True

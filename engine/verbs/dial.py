@@ -29,9 +29,11 @@ Parse-time decisions (documented in the README):
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from .base import Attr, Verb, parse_url, show
+from sip.auth import Credentials
+
+from .base import NEXT, Attr, Outcome, Redirect, Verb, parse_url, show
 from .dtmf import check_digit_string
 
 # RFC 3261 §25.1 token characters
@@ -187,3 +189,41 @@ class Dial(Verb):
                 raise self.error("needs callbackUrl (where matched digits are posted)", name)
         if self.attrs["timeLimit"] > self.MAX_TIME_LIMIT:
             self.attrs["timeLimit"] = self.MAX_TIME_LIMIT  # DOCS: longer limits are cut off at 24 h
+
+    async def run(self, call: Any) -> Outcome:
+        from ..dialing import Dialing, DialPlan, DialTarget  # local: engine.dialing imports engine.xml
+
+        a = self.attrs
+        targets = [
+            DialTarget(
+                kind="number" if child.TAG == "Number" else "user",
+                destination=child.text,
+                send_digits=child.attrs["sendDigits"],
+                send_on_preanswer=child.attrs["sendOnPreanswer"],
+                sip_headers=child.attrs.get("sipHeaders", ()),
+                caller_id=child.attrs["callerId"],
+                caller_name=child.attrs["callerName"],
+            )
+            for child in self.children
+        ]
+        credentials = None
+        if a["sipAuthUsername"] and a["sipAuthPassword"]:
+            credentials = Credentials(a["sipAuthUsername"], a["sipAuthPassword"])
+        plan = DialPlan(
+            targets=targets, timeout=a["timeout"], time_limit=a["timeLimit"], hangup_on_star=a["hangupOnStar"],
+            caller_id=a["callerId"], caller_name=a["callerName"], dial_music=a["dialMusic"],
+            confirm_sound=a["confirmSound"], confirm_key=a["confirmKey"] or None, confirm_timeout=a["confirmTimeout"],
+            callback_url=a["callbackUrl"], callback_method=a["callbackMethod"], digits_match=a["digitsMatch"],
+            digits_match_b=a["digitsMatchBLeg"], sip_headers=a["sipHeaders"], whatsapp=a["type"] == "whatsapp",
+            credentials=credentials,
+        )
+        result = await Dialing(call, plan).run()
+        params = result.params(call.uuid)
+        call.log.info("dial_finished", status=params["DialStatus"], cause=result.cause.name, code=result.cause.code)
+        call.timeline.add("dial_finished", status=params["DialStatus"], cause=result.cause.name)
+        if not a["action"]:
+            return NEXT
+        if a["redirect"]:
+            return Redirect(call.resolve(a["action"]), a["method"], params, continue_on_failure=True)
+        call.callback(a["action"], a["method"], params, kind="dial_action")
+        return NEXT

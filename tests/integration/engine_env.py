@@ -23,7 +23,9 @@ from engine.webhooks import WebhookSettings
 from media.frames import FRAME_BYTES
 from media.ports import PortAllocator
 from media.session import RtpSession
+from sip.auth import Credentials
 from sip.leg import Answered, EarlyMedia, Ended, LegEvent, OutboundLeg, Ringing
+from sip.transaction import TimerConfig
 from sip.ua import UserAgent
 from tests.helpers.webapp import WebApp
 
@@ -33,8 +35,9 @@ AUTH_TOKEN = "test-token-8f2d"
 class EngineEnv:
     """`EngineEnv(tmp_path, SOFTSWITCH_X__Y="...{app}/path")`: overrides may name the app's base URL as {app}."""
 
-    def __init__(self, tmp_path: Path, **overrides: str) -> None:
+    def __init__(self, tmp_path: Path, *, t1: float | None = None, **overrides: str) -> None:
         self.tmp_path = tmp_path
+        self.t1 = t1
         self.app = WebApp()
         self.overrides = overrides
         self.engine: Engine | None = None
@@ -60,7 +63,8 @@ class EngineEnv:
         env.update({k: v.replace("{app}", self.app.base_url) for k, v in self.overrides.items()})
         config = load_config(None, env=env)
         fast = WebhookSettings(request_timeout=3.0, fetch_backoff=0.05, callback_backoff=0.05, fetch_total=10.0)
-        self.engine = Engine(config, webhook_settings=fast,
+        timers = TimerConfig(t1=self.t1) if self.t1 else None
+        self.engine = Engine(config, webhook_settings=fast, sip_timers=timers,
                              outbox_options={"base_delay": 0.3, "poll_interval": 0.2, "jitter": 0.0})
         await self.engine.start()
         return self
@@ -137,10 +141,10 @@ class Phone:
         await self.ua.stop()
 
     async def dial(self, uri: str, headers: list[tuple[str, str]] | None = None,
-                   from_uri: str = "sip:+15557770000@127.0.0.1") -> OutboundLeg:
+                   from_uri: str = "sip:+15557770000@127.0.0.1", credentials: Credentials | None = None) -> OutboundLeg:
         assert self.media is not None
         offer = self.media.local_sdp_offer()
-        self.leg = await self.ua.invite(uri, from_uri=from_uri, sdp=offer, headers=headers)
+        self.leg = await self.ua.invite(uri, from_uri=from_uri, sdp=offer, headers=headers, credentials=credentials)
         self._pump = asyncio.ensure_future(self._events())
         return self.leg
 

@@ -189,6 +189,24 @@ def test_player_last_duration_is_exact() -> None:
     assert durations == [160, 320, 480, 640, 720]  # 90 ms = 720 samples
 
 
+def test_player_cancel_finishes_the_key_in_flight() -> None:
+    player = DtmfPlayer(parse_digits("12@100"), gap_ms=40)
+    first = [player.tick(0) for _ in range(2)]  # two updates of '1'
+    player.cancel()
+    rest = []
+    while not player.done:
+        rest.append(player.tick(0))
+    assert all(isinstance(t, EventPacket) for t in first + rest)
+    assert [t.repeat for t in rest] == [False, False, False, True, True]  # 3 more updates, then the end repeats
+    assert struct.unpack("!BBH", rest[-1].payload)[1] & 0x80
+    assert player.digits_sent == "1"
+    idle = DtmfPlayer(parse_digits("1w2"), gap_ms=0)
+    for _ in range(5 + 2 + 3):  # into the pause
+        idle.tick(0)
+    idle.cancel()
+    assert idle.done and idle.digits_sent == "1"
+
+
 def test_inband_player_and_tone() -> None:
     player = DtmfPlayer(parse_digits("5@60"), inband=True, gap_ms=20)
     ticks = [player.tick(0) for _ in range(4)]
