@@ -143,7 +143,7 @@ class Dialing:
     async def _originate(self) -> None:
         call, plan = self.call, self.plan
         engine = call.engine
-        contacts = getattr(engine, "registered_contacts", None)
+        contacts = engine.registered_contacts
         for pt in plan.targets:
             try:
                 if pt.kind == "number":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from media.fetch import AudioFetcher
 from media.ports import PortAllocator
 from media.session import RtpSession
 from media.tts import Tts
+from sip.events import Address
 from sip.leg import InboundLeg
-from sip.transaction import TimerConfig
+from sip.message import Request
+from sip.transaction import ServerTransaction, TimerConfig
 from sip.ua import UserAgent
 
 from . import causes
@@ -57,6 +60,23 @@ class Engine:
         self.recordings_dir = Path(config.storage.recordings_dir)
         host, port = config.http.listen_address()
         self.http = HttpServer(self, host, port)
+        # Extension points the daemon features plug into (REST API, metrics, registrar, admission limits):
+        self.http_route_builders: list[Callable[[Any, Engine], None]] = []
+        self.registrar: Any = None  # engine.registrar.Registrar once wired: REGISTER and contact lookup
+        self.ua.on_request = self._on_request
+
+    def _on_request(self, request: Request, tx: ServerTransaction, source: Address) -> bool:
+        """Out-of-dialog requests other than INVITE/OPTIONS (REGISTER goes to the registrar when there is one)."""
+        if request.method == "REGISTER" and self.registrar is not None:
+            self.registrar.on_register(request, tx, source)
+            return True
+        return False
+
+    def registered_contacts(self, user: str) -> list[str]:
+        """Contact URIs registered for `user` of `sip.domain` (routing of <User>); empty without a registrar."""
+        if self.registrar is None:
+            return []
+        return list(self.registrar.contacts(user))
 
     async def start(self) -> dict[str, tuple[str, int]]:
         self.store = await Store.open(self.config.storage.path)

@@ -31,6 +31,8 @@ def build_app(engine: Engine) -> web.Application:
 
     app.router.add_get("/health", health)
     app.router.add_get(RECORDINGS_PATH + "{name}", recording)
+    for add_routes in engine.http_route_builders:  # the REST API, /metrics ... (each module adds its own)
+        add_routes(app, engine)
     return app
 
 
