@@ -401,7 +401,7 @@ async def drift(args: argparse.Namespace) -> None:
     change, slope = _slope_ms_per_min(ours)
     naive_change, naive_slope = _slope_ms_per_min(theirs)
     expected = seconds / 0.020
-    print(f"RtpSession (absolute call_at grid): {len(ours)} packets of {expected:.0f} expected; arrival-vs-RTP-clock "
+    print(f"RtpSession (absolute grid, shared MediaClock): {len(ours)} packets of {expected:.0f} expected; arrival-vs-RTP-clock "
           f"offset moved {change:+.2f} ms; fit {slope:+.3f} ms/min -> {slope * 10:+.2f} ms per 10 min; "
           f"send lateness p99 {stats.lateness_percentile(0.99) * 1000:.2f} ms, max "
           f"{stats.max_lateness * 1000:.2f} ms, late>5ms {stats.late_sends}")

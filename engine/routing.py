@@ -1,5 +1,5 @@
 """Where a `<Dial>` child goes: `<Number>` → a trunk by longest prefix (else the default trunk), `<User>` → its SIP
-URI, or the registered contacts of a user of `sip.domain`.
+URI, or the registered contacts of a user of `sip.domain` (a URI of our domain naming another port is dialed as is).
 
 Pure decisions over the config (and the registrar's view of contacts); no SIP is sent here. A destination that
 cannot be routed raises `RoutingError` carrying the key of its cause in engine.causes.
@@ -75,7 +75,9 @@ def route_number(number: str, config: Config, *, whatsapp: bool = False) -> Targ
 
 def route_user(uri: str, config: Config, contacts: ContactLookup | None = None) -> list[Target]:
     parsed = SipUri.parse(uri)
-    if parsed.host == config.sip.domain.lower() and parsed.user:
+    our_ports = {port for _, _, port in config.sip.listen_specs()}
+    ours = parsed.host == config.sip.domain.lower() and (parsed.port is None or parsed.port in our_ports)
+    if ours and parsed.user:
         registered = list(contacts(parsed.user)) if contacts is not None else []
         if not registered:
             raise RoutingError("user_not_registered", f"{parsed.user}@{parsed.host} has no registered contact")

@@ -16,10 +16,11 @@ FreeSWITCH's 250 ms (2000 samples). Between two keys we leave DEFAULT_GAP_MS of 
 Each key becomes RFC 4733 packets, one per 20 ms tick: marker bit on the first, a constant timestamp (the stream's
 timestamp when the key starts), duration growing by 160 per packet, the E bit on the last update, and that end
 packet sent three times in total (on three consecutive ticks, with the same sequence number, as Asterisk and SIPp
-do). While a key is being signalled the audio stream pauses (no audio packets for those ticks: the tone must not also
-be heard in-band - RFC 4733 warns against sending the same tone both ways - and the playing source is not consumed,
-so no audio is lost); timestamps keep advancing one frame per tick, so audio resumes with the right timestamp and
-a marker bit. With no telephone-event negotiated, `DtmfPlayer(inband=True)` produces the dual-tone audio instead.
+do). While a key is being signalled the audio stream pauses: no audio packets for those ticks, so nothing of the key
+can also reach a peer in-band and be detected twice by one that listens for in-band DTMF too (RFC 4733 leaves audio
+during an event to the sender; pausing is the safe choice). The playing source is not consumed meanwhile, so no
+audio is lost, and timestamps keep advancing one frame per tick, so audio resumes with the right timestamp and a
+marker bit. With no telephone-event negotiated, `DtmfPlayer(inband=True)` produces the dual-tone audio instead.
 
 This module is sans-IO: no sockets, no clock, no asyncio. The RTP session drives it.
 """

@@ -192,3 +192,75 @@ def _even_range() -> tuple[int, int]:
     base = free_port_block(20)
     base += base % 2
     return base, base + 19
+
+
+class FarEnd:
+    """A B-leg endpoint on softswitch's own stack (a trunk or a SIP user): answers after `ring_for` seconds with
+    a real RTP session (or rejects with `reject`), records what it hears, can press keys and hang up."""
+
+    def __init__(self, *, ring_for: float = 0.2, reject: int | None = None, answer: bool = True,
+                 codecs: tuple[str, ...] = ("PCMU", "PCMA")) -> None:
+        self.ua = UserAgent(on_invite=self._on_invite)
+        self.allocator = PortAllocator(*_even_range())
+        self.ring_for = ring_for
+        self.reject = reject
+        self.answer = answer
+        self.codecs = codecs
+        self.legs: list[Any] = []
+        self.media: RtpSession | None = None
+        self.heard = Heard()
+        self.answered = asyncio.Event()
+        self.ended = asyncio.Event()
+        self.end_cause: Any = None
+        self.invites: list[Any] = []
+        self.digits: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> FarEnd:
+        await self.ua.start([("udp", HOST, 0)])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for leg in self.legs:
+            if not leg.ended.is_set():
+                await leg.hangup()
+        for task in self._tasks:
+            task.cancel()
+        if self.media is not None:
+            self.media.close()
+        await self.ua.stop()
+
+    @property
+    def port(self) -> int:
+        return self.ua.port("udp")
+
+    def _on_invite(self, leg: Any) -> None:
+        self.legs.append(leg)
+        self.invites.append(leg.invite)
+        task = asyncio.ensure_future(self._handle(leg))
+        self._tasks.add(task)
+
+    async def _handle(self, leg: Any) -> None:
+        await leg.ring()
+        await asyncio.sleep(self.ring_for)
+        if self.reject is not None:
+            await leg.reject(self.reject)
+        elif self.answer and not leg.ended.is_set():
+            self.media = await RtpSession.open(self.allocator, HOST, HOST, codecs=self.codecs)
+            self.media.add_sink(self.heard)
+            self.media.add_dtmf_listener(lambda e: self.digits.append(e.digit))
+            await leg.answer(self.media.answer(leg.remote_sdp))
+            self.answered.set()
+        while True:
+            event = await leg.events.get()
+            if isinstance(event, Ended):
+                self.end_cause = event.cause
+                self.ended.set()
+                return
+
+    async def press(self, digits: str) -> None:
+        assert self.media is not None
+        await self.media.send_dtmf(digits)
+
+    async def hangup(self) -> None:
+        await self.legs[-1].hangup()

@@ -200,7 +200,7 @@ def test_player_cancel_finishes_the_key_in_flight() -> None:
     assert [t.repeat for t in rest] == [False, False, False, True, True]  # 3 more updates, then the end repeats
     assert struct.unpack("!BBH", rest[-1].payload)[1] & 0x80
     assert player.digits_sent == "1"
-    idle = DtmfPlayer(parse_digits("1w2"), gap_ms=0)
+    idle = DtmfPlayer(parse_digits("1w2@100"), gap_ms=0)
     for _ in range(5 + 2 + 3):  # into the pause
         idle.tick(0)
     idle.cancel()
