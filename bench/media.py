@@ -47,6 +47,7 @@ from media.rtp import RtpPacket, pack_header  # noqa: E402
 from media.session import HIST_BINS, RtpSession, histogram_percentile  # noqa: E402
 
 HOST = "127.0.0.1"
+FREEZE_GC = False
 
 
 # -- a PcmSource-like generator -------------------------------------------------------------------------------------
@@ -123,6 +124,21 @@ class Sink:
         self.control.send(command)
         return int(self.control.recv())
 
+    async def ask_async(self, command: str) -> int:
+        """ask() without blocking the event loop and without a helper thread (a thread fighting the sessions for
+        the GIL showed up as 20-40 ms stalls at the edges of the measurement window)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[int] = loop.create_future()
+        fd = self.control.fileno()
+
+        def readable() -> None:
+            loop.remove_reader(fd)
+            answer.set_result(int(self.control.recv()))
+
+        loop.add_reader(fd, readable)
+        self.control.send(command)
+        return await answer
+
     def stop(self) -> None:
         try:
             self.ask("stop")
@@ -175,8 +191,11 @@ async def run_round(n: int, sink: Sink, allocator: PortAllocator, seconds: float
     for i, session in enumerate(sessions):  # spread the phases over one 20 ms period
         loop.call_at(start + 0.020 * i / n, begin, i, session)
     await started
+    if FREEZE_GC:
+        gc.collect()
+        gc.freeze()  # the long-lived session objects leave the collector's generations
     await asyncio.sleep(warmup)
-    await loop.run_in_executor(None, sink.ask, "reset")  # never block the loop on the pipe
+    await sink.ask_async("reset")
     for s in sessions:
         s.stats.reset_timing()
     sent0 = sum(s.stats.packets_sent for s in sessions)
@@ -184,20 +203,20 @@ async def run_round(n: int, sink: Sink, allocator: PortAllocator, seconds: float
     cpu0, wall0 = time.process_time(), loop.time()
     await asyncio.sleep(seconds)
     cpu1, wall1 = time.process_time(), loop.time()
-    sent = sum(s.stats.packets_sent for s in sessions) - sent0
+    sent = sum(s.stats.packets_sent for s in sessions) - sent0  # snapshot everything before the next await
     received_back = sum(s.stats.packets_received for s in sessions) - recv0
-    sink_count = await loop.run_in_executor(None, sink.ask, "count")
-    hist = array("I", bytes(4 * HIST_BINS))
-    late = skipped = 0
-    worst = 0.0
+    late = sum(s.stats.late_sends for s in sessions)
+    skipped = sum(s.stats.skipped_ticks for s in sessions)
+    worst = max(s.stats.max_lateness for s in sessions)
+    histograms = [s.stats.lateness_hist for s in sessions]
     for s in sessions:
-        st = s.stats
-        for i, v in enumerate(st.lateness_hist):
+        s.stats.reset_timing()  # keeps the figures above from moving
+    sink_count = await sink.ask_async("count")
+    hist = array("I", bytes(4 * HIST_BINS))
+    for h in histograms:
+        for i, v in enumerate(h):
             if v:
                 hist[i] += v
-        late += st.late_sends
-        skipped += st.skipped_ticks
-        worst = max(worst, st.max_lateness)
     for s in sessions:
         s.close()
     await asyncio.sleep(0.3)
@@ -254,7 +273,7 @@ async def run_minimal(n: int, sink: Sink, seconds: float, warmup: float) -> dict
         sockets.append(sock)
         chain(sock, 0.020 * i / n)
     await asyncio.sleep(warmup + 0.05)
-    await loop.run_in_executor(None, sink.ask, "reset")
+    await sink.ask_async("reset")
     for i in range(len(hist)):
         hist[i] = 0
     sent0, state["late"], state["max"] = state["sent"], 0, 0.0
@@ -264,7 +283,7 @@ async def run_minimal(n: int, sink: Sink, seconds: float, warmup: float) -> dict
     sent = int(state["sent"]) - int(sent0)
     late = int(state["late"])
     state["stop"] = True
-    sink_count = await loop.run_in_executor(None, sink.ask, "count")
+    sink_count = await sink.ask_async("count")
     await asyncio.sleep(0.05)
     for sock in sockets:
         sock.close()
@@ -311,7 +330,7 @@ async def ramp(args: argparse.Namespace) -> None:
     sink = Sink(args.echo)
     try:
         base = baseline_sendto(sink.port)
-        await asyncio.get_running_loop().run_in_executor(None, sink.ask, "reset")
+        await sink.ask_async("reset")
         print(f"loop: {args.loop}; G.711 backend: {g711.BACKEND}; python {sys.version.split()[0]}; "
               f"{os.cpu_count()} CPUs; echo: {args.echo}; {args.seconds:g} s per step after {args.warmup:g} s")
         print(f"baseline: raw sendto of a 172-byte packet = {base * 1e6:.2f} us CPU/packet "
@@ -401,8 +420,9 @@ async def drift(args: argparse.Namespace) -> None:
     change, slope = _slope_ms_per_min(ours)
     naive_change, naive_slope = _slope_ms_per_min(theirs)
     expected = seconds / 0.020
-    print(f"RtpSession (absolute grid, shared MediaClock): {len(ours)} packets of {expected:.0f} expected; arrival-vs-RTP-clock "
-          f"offset moved {change:+.2f} ms; fit {slope:+.3f} ms/min -> {slope * 10:+.2f} ms per 10 min; "
+    print(f"RtpSession (absolute grid, shared MediaClock): {len(ours)} packets of {expected:.0f} expected; "
+          f"arrival-vs-RTP-clock offset moved {change:+.2f} ms; fit {slope:+.3f} ms/min -> "
+          f"{slope * 10:+.2f} ms per 10 min; "
           f"send lateness p99 {stats.lateness_percentile(0.99) * 1000:.2f} ms, max "
           f"{stats.max_lateness * 1000:.2f} ms, late>5ms {stats.late_sends}")
     print(f"naive asyncio.sleep(0.020) sender:  {len(theirs)} packets; offset moved {naive_change:+.1f} ms; fit "
@@ -425,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                          "timer each; minimal: the bare paced-sendto baseline")
     ap.add_argument("--port-min", type=int, default=24000)
     ap.add_argument("--port-max", type=int, default=31999)
-    ap.add_argument("--no-gc", action="store_true", help="gc.freeze() after setup (see whether GC pauses matter)")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="gc.freeze() once the sessions are set up (shows what full GC passes cost)")
     args = ap.parse_args(argv)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -436,8 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop  # type: ignore[import-not-found]
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    if args.no_gc:
-        gc.freeze()
+    global FREEZE_GC
+    FREEZE_GC = args.gc_freeze
 
     async def run() -> None:
         if not args.no_ramp:

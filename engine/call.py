@@ -91,6 +91,7 @@ class Call:
         self.dial_legs: list[dict[str, Any]] = []  # B legs of every Dial, for the call record
         self.verb_index = 0  # position of the running verb in its document
         self.first_document = True  # the running document is the answer_url's (not a redirect's)
+        self.transfer_to: tuple[str, str] | None = None  # (url, method) of a REST transfer not yet taken up
         self.log: Any = structlog.get_logger("engine.call").bind(call_uuid=self.uuid)
         leg.log = leg.log.bind(call_uuid=self.uuid)
         self.params: dict[str, str] = self._session_params(extra_params or {})
@@ -208,6 +209,26 @@ class Call:
         if self._task is not None:
             self._task.cancel()
 
+    # -- REST control -----------------------------------------------------------------------------------------------
+    def transfer(self, url: str, method: str = "POST") -> None:
+        """Live redirect (REST `POST /Call/{uuid}/`, spec §5.2 TransferCall): the running verb is broken off and the
+        interpreter goes on with the document at `url`. An outbound call still ringing runs it (instead of its
+        answer_url) once answered."""
+        if self.ended:
+            raise CallEnded()
+        self.timeline.add("transfer", method=method)
+        if self.direction == "outbound" and not self.answered:
+            self.answer_url, self.answer_method, self.document_url = url, method, url
+            return
+        self.transfer_to = (url, method)
+        if self._task is not None:
+            self._task.cancel()  # engine.interpreter.run_call turns this cancellation into the transfer
+
+    def take_transfer(self) -> tuple[str, str] | None:
+        """The pending transfer (url, method), cleared."""
+        transfer, self.transfer_to = self.transfer_to, None
+        return transfer
+
     # -- media ----------------------------------------------------------------------------------------------------
     async def play(self, source: AudioSource) -> str:
         """Play `source` to the caller until it finishes; cancelled (hangup, barge-in) -> playback stopped."""
@@ -292,7 +313,9 @@ class Call:
                 self.timeline.add("reoffer", on_hold=event.on_hold)
             elif isinstance(event, Ended):
                 if self.end_cause is None:
-                    self.end_cause = causes.from_leg_end(event.cause, self.answered, leg="a")
+                    # The far end is the caller on an inbound call, the call recipient on an outbound (API) one.
+                    party = "a" if self.direction == "inbound" else "b"
+                    self.end_cause = causes.from_leg_end(event.cause, self.answered, leg=party)
                     self.timeline.add("remote_hangup", kind=event.cause.kind, status=event.cause.status)
                 self._ended.set()
                 if self._task is not None:

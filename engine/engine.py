@@ -8,7 +8,7 @@ another call. What a call does lives in engine.call / engine.interpreter / engin
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,18 +26,23 @@ from sip.message import Request
 from sip.transaction import ServerTransaction, TimerConfig
 from sip.ua import UserAgent
 
-from . import causes
+from . import causes, metrics, outbound, rest
+from .admission import Admission
 from .call import Call, number_of
 from .causes import Cause
 from .config import Config
 from .http_api import HttpServer
 from .interpreter import run_call
 from .outbox import OutboxWorker
+from .registrar import Registrar
 from .sip_users import inbound_auth_for
 from .store import Store
 from .webhooks import Webhooks, WebhookSettings
 
 log = structlog.get_logger("engine")
+
+CALLBACK_FLUSH_TIMEOUT = 5.0
+"""Seconds `stop()` lets hangup callbacks in flight finish before the rest are cancelled into the outbox."""
 
 
 class Engine:
@@ -55,15 +60,31 @@ class Engine:
         self.store: Store | None = None
         self.webhooks: Webhooks = None  # type: ignore[assignment]  # set in start()
         self.outbox: OutboxWorker | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # one per call, from admission to its end (see live_calls)
         self.media_host = config.sip.listen_specs()[0][1]
         self.recordings_dir = Path(config.storage.recordings_dir)
         host, port = config.http.listen_address()
         self.http = HttpServer(self, host, port)
         # Extension points the daemon features plug into (REST API, metrics, registrar, admission limits):
         self.http_route_builders: list[Callable[[Any, Engine], None]] = []
-        self.registrar: Any = None  # engine.registrar.Registrar once wired: REGISTER and contact lookup
+        self.registrar = Registrar(self.ua, config)
         self.ua.on_request = self._on_request
+        # Limits and draining (engine.admission): INVITEs get 503 + Retry-After, the REST API asks admission.admit().
+        self.admission = Admission(config.limits.max_calls, config.limits.max_cps, live=self.live_calls)
+        self.ua.admit = self._admit_invite
+        self.calls_ended: Counter[tuple[str, str]] = Counter()  # (direction, CallStatus) -> calls, for /metrics
+        self.http_route_builders.append(metrics.add_routes)
+        self.http_route_builders.append(rest.add_routes)  # the Plivo v1 REST API (engine/rest.py)
+
+    def live_calls(self) -> int:
+        """Calls that count against max_calls: the call tasks (`_inbound` from the INVITE, outbound.originate from
+        the REST request), so calls still being set up — not yet in self.calls — count from their admission on."""
+        return max(len(self._tasks), len(self.calls))
+
+    def _admit_invite(self, request: Request) -> int | None:
+        """The UA's admission hook: None admits the INVITE, a number rejects it with 503 and that Retry-After."""
+        ok, retry_after = self.admission.admit()
+        return None if ok else retry_after
 
     def _on_request(self, request: Request, tx: ServerTransaction, source: Address) -> bool:
         """Out-of-dialog requests other than INVITE/OPTIONS (REGISTER goes to the registrar when there is one)."""
@@ -89,17 +110,44 @@ class Engine:
         log.info("engine_started", sip={t: f"{h}:{p}" for t, (h, p) in bound.items()})
         return bound
 
-    async def stop(self, drain_timeout: float = 0.0) -> None:
-        if drain_timeout and self.calls:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._drained(), drain_timeout)
+    async def drain(self, timeout: float) -> bool:
+        """Stop admitting calls (INVITE 503, REST refused, both with Retry-After) and wait up to `timeout` seconds
+        for the live calls to end by themselves. True when none is left."""
+        self.admission.start_draining(timeout)
+        log.info("drain_started", calls=self.live_calls(), timeout=timeout)
+        try:
+            await asyncio.wait_for(self._drained(), timeout)
+        except TimeoutError:
+            log.warning("drain_timeout", calls=self.live_calls(), timeout=timeout)
+            return False
+        log.info("drain_finished")
+        return True
+
+    async def stop(self, drain_timeout: float = 0.0, callback_timeout: float = CALLBACK_FLUSH_TIMEOUT) -> None:
+        """Refuse new calls, drain up to `drain_timeout` s, hang up what is left (SYSTEM_SHUTDOWN 5010: BYE when
+        answered, 503 before), let hangup callbacks finish for up to `callback_timeout` s (the rest are stored in
+        the outbox by webhooks.close), then close everything."""
+        if not self.admission.draining:
+            self.admission.start_draining(max(drain_timeout, 1.0))
+        if drain_timeout and self.live_calls():
+            await self.drain(drain_timeout)
         for call in list(self.calls.values()):
+            if call.ended:
+                continue
             call.end_cause = call.end_cause or causes.CAUSES["internal_error"]
-            await call.hangup(call.end_cause)
+            call.log.info("call_shutdown_hangup", cause=call.end_cause.name)
+            try:
+                await call.hangup(call.end_cause)
+            except Exception:  # one call failing to hang up must not keep the others up
+                call.log.exception("call_shutdown_hangup_failed")
             if call._task is not None:
                 call._task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
+        callbacks = [t for t in getattr(self.webhooks, "_tasks", ()) if not t.done()]
+        if callbacks:
+            log.info("callbacks_flushing", pending=len(callbacks), timeout=callback_timeout)
+            await asyncio.wait(callbacks, timeout=callback_timeout)
         await self.ua.stop()
         await self.http.stop()
         if self.outbox is not None:
@@ -117,7 +165,7 @@ class Engine:
         return f"http://{host}:{self.http.port}"
 
     async def _drained(self) -> None:
-        while self.calls:
+        while self.live_calls():
             await asyncio.sleep(0.1)
 
     # -- inbound calls ----------------------------------------------------------------------------------------------
@@ -154,7 +202,14 @@ class Engine:
         finally:
             self.calls.pop(call.uuid, None)
 
+    # -- outbound calls ---------------------------------------------------------------------------------------------
+    async def originate(self, request: Any) -> str:
+        """Place a call for the REST API (engine/outbound.py): `request` is an OutboundRequest or its parameters.
+        Returns the request_uuid at once; the call rings and runs in the background."""
+        return await outbound.originate(self, request)
+
     async def record_end(self, call: Call, cause: Cause, duration: int) -> None:
+        self.calls_ended[(call.direction, causes.call_status_for(cause, call.answered))] += 1
         if self.store is None:
             return
         try:

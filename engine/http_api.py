@@ -20,7 +20,18 @@ def build_app(engine: Engine) -> web.Application:
     app = web.Application()
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "calls": len(engine.calls)})
+        """200 {"status": "ok", ...}; 503 {"status": "draining", ...} from SIGTERM on (load balancers stop sending).
+        outbox_depth: callbacks waiting for a retry (null when the store cannot say)."""
+        draining = engine.admission.draining
+        depth: int | None = None
+        if engine.store is not None and not engine.store.closed:
+            try:
+                depth = await engine.store.depth()
+            except Exception:  # health must answer even when the database is busy or closing
+                depth = None
+        body = {"status": "draining" if draining else "ok", "calls": len(engine.calls), "draining": draining,
+                "outbox_depth": depth}
+        return web.json_response(body, status=503 if draining else 200)
 
     async def recording(request: web.Request) -> web.StreamResponse:
         path = recording_file(engine.recordings_dir, request.match_info["name"])

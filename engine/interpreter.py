@@ -93,10 +93,18 @@ async def run_verbs(call: Call, verbs: list[Verb], start: int = 0) -> Outcome:
     return Next()
 
 
-async def interpret(call: Call) -> None:
-    """The whole call flow; returns when the call should end (its end cause set)."""
-    doc = await fetch_first_document(call)
-    documents = 1
+async def interpret(call: Call, transfer: tuple[str, str] | None = None) -> None:
+    """The whole call flow; returns when the call should end (its end cause set). `transfer` (url, method): start
+    with that document instead of the answer_url's (a REST transfer; failures end the call with 7013 / 8013)."""
+    if transfer is None:
+        doc = await fetch_first_document(call)
+        documents = 1
+    else:
+        fetched = await fetch_next_document(call, Redirect(*transfer))
+        if isinstance(fetched, str):
+            call.end_cause = causes.CAUSES[fetched.replace("redirect", "transfer")]
+            return
+        doc, documents = fetched, 2
     start = 0
     while doc is not None:
         call.first_document = documents == 1
@@ -134,7 +142,18 @@ async def run_call(call: Call) -> None:
     call._task = asyncio.current_task()
     try:
         await call.ring()
-        await interpret(call)
+        transfer = call.take_transfer()  # normally None: a transfer that came before the interpreter started
+        while True:
+            try:
+                await interpret(call, transfer)
+                break
+            except asyncio.CancelledError:
+                # A REST transfer (Call.transfer) cancelled the running verb: go on with the new URL's document.
+                transfer = call.take_transfer()
+                task = asyncio.current_task()
+                if transfer is None or call.ended or task is None:
+                    raise
+                task.uncancel()
     except asyncio.CancelledError:
         if not call.ended:
             raise

@@ -242,7 +242,7 @@ def encoder(codec: Codec | str) -> Callable[[bytes], bytes]:
     _check(codec)
     if BACKEND == "audioop" and not _BIG_ENDIAN:
         convert = _audioop.lin2ulaw if codec == "PCMU" else _audioop.lin2alaw
-        return lambda pcm: convert(pcm, 2)  # type: ignore[no-any-return]
+        return lambda pcm: convert(pcm, 2)
     return partial(_encode, codec=codec)
 
 
@@ -251,7 +251,7 @@ def decoder(codec: Codec | str) -> Callable[[bytes], bytes]:
     _check(codec)
     if BACKEND == "audioop" and not _BIG_ENDIAN:
         convert = _audioop.ulaw2lin if codec == "PCMU" else _audioop.alaw2lin
-        return lambda payload: convert(payload, 2)  # type: ignore[no-any-return]
+        return lambda payload: convert(payload, 2)
     return partial(_decode, codec=codec)
 
 

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(sip-tester baresip espeak-ng)
+APT_PACKAGES=(sip-tester baresip espeak-ng kamailio)
 
 serve=1
 if [ "${1:-}" = "--no-serve" ]; then

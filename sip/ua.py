@@ -77,6 +77,9 @@ class UserAgent:
         self.on_invite = on_invite
         self.on_request = on_request
         self.inbound_auth = inbound_auth
+        # Admission control: consulted for each new INVITE before the 100 Trying; a number means "503 Service
+        # Unavailable with Retry-After: that many seconds", None means go ahead.
+        self.admit: Callable[[Request], int | None] | None = None
         self.layer = TransactionLayer(timers)
         self.transports = TransportSet(self._on_bytes)
         self.stats: Counter[str] = Counter()
@@ -414,6 +417,11 @@ class UserAgent:
                 self.respond(tx, request, 407, headers=headers)
                 return
             authenticated = verdict.username
+        if self.admit is not None:
+            retry_after = self.admit(request)
+            if retry_after is not None:
+                self.respond(tx, request, 503, headers=Headers([("Retry-After", str(max(0, int(retry_after))))]))
+                return
         self.respond(tx, request, 100, to_tag="")
         if self.on_invite is None:
             self.respond(tx, request, 480, "No application")

@@ -1,7 +1,9 @@
 """Property tests: whatever bytes arrive, parse_message / StreamFramer return messages or raise SipParseError.
 
-Also checked on every input: the fast and the general parse paths agree, and a parsed message serialises to bytes
-that parse back to the same message.
+Also checked on every input: the fast and the general parse paths agree; parsing with the deep checks deferred and
+then `validate()` accepts and rejects exactly as a full parse does (same reason, status and recovered request); a
+parsed message serialises to bytes that parse back to the same message, and the parsed bytes it may hand back as
+they are (`Message._wire`) are exactly what a fresh serialisation writes.
 """
 
 from __future__ import annotations
@@ -49,6 +51,20 @@ def error_key(err: SipParseError) -> tuple[object, ...]:
     return err.reason, err.status, None if req is None else key(req)
 
 
+def deferred(data: bytes, stream: bool) -> Request | Response:
+    """parse_message with the deep checks deferred, then validate(): must equal a full parse."""
+    msg = parse_message(data, stream=stream, validate=False)
+    msg.validate()
+    return msg
+
+
+def fresh_bytes(msg: Request | Response) -> bytes:
+    """What serialising `msg` writes, bypassing the parsed bytes it may keep."""
+    if isinstance(msg, Request):
+        return Request(msg.method, msg.uri, msg.headers.copy(), msg.body, msg.version).to_bytes()
+    return Response(msg.status, msg.reason, msg.headers.copy(), msg.body, msg.version).to_bytes()
+
+
 def check(data: bytes, *, stream: bool = False) -> Request | Response | None:
     """parse_message may only return a message or raise SipParseError; both paths must agree."""
     try:
@@ -60,9 +76,16 @@ def check(data: bytes, *, stream: bool = False) -> Request | Response | None:
             with pytest.raises(SipParseError) as general:
                 _parse_general(data, stream, False)
             assert error_key(general.value) == error_key(err)
+        with pytest.raises(SipParseError) as later:
+            deferred(data, stream)
+        assert error_key(later.value) == error_key(err)
         return None
     assert isinstance(msg, (Request, Response))
     assert key(_parse_general(data, stream, False)) == key(msg)
+    assert key(deferred(data, stream)) == key(msg)
+    assert msg.to_bytes() == fresh_bytes(msg)
+    if msg._wire is not None:
+        assert msg.to_bytes() is data
     # serialising gives bytes that parse back to the same message (Content-Length aside: it may be added)
     again = parse_message(msg.to_bytes(), stream=stream)
     strip = [item for item in msg.headers if item[0] != "Content-Length"]

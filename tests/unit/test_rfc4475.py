@@ -126,6 +126,32 @@ def test_invalid_messages_are_rejected(name: str) -> None:
         assert err.request is None
 
 
+@pytest.mark.parametrize("name", sorted([*INVALID, *APP_LAYER_400]))
+def test_deferred_checks_reject_alike(name: str) -> None:
+    """parse_message(validate=False) then validate() rejects every invalid message as a full parse does."""
+    data = load(name)
+    with pytest.raises(SipParseError) as full:
+        parse_message(data)
+    with pytest.raises(SipParseError) as deferred:
+        parse_message(data, validate=False).validate()
+    a, b = full.value, deferred.value
+    assert (a.reason, a.status) == (b.reason, b.status)
+    assert (a.request is None) == (b.request is None)
+    if a.request is not None and b.request is not None:
+        assert (a.request.method, a.request.uri, list(a.request.headers), a.request.body) == (
+            b.request.method, b.request.uri, list(b.request.headers), b.request.body)
+
+
+@pytest.mark.parametrize("name", [*VALID, *PARSES])
+def test_serialising_unchanged_message_matches_a_fresh_serialisation(name: str) -> None:
+    msg = parse_message(load(name))
+    if isinstance(msg, Request):
+        fresh = Request(msg.method, msg.uri, msg.headers.copy(), msg.body, msg.version)
+    else:
+        fresh = Response(msg.status, msg.reason, msg.headers.copy(), msg.body, msg.version)
+    assert msg.to_bytes() == fresh.to_bytes()
+
+
 @pytest.mark.parametrize("name", sorted(APP_LAYER_400))
 def test_application_layer_400s(name: str) -> None:
     with pytest.raises(SipParseError) as info:

@@ -13,7 +13,7 @@ from media import g711
 from media.frames import FRAME_BYTES
 from media.ports import PortAllocator, PortsExhausted
 from media.rtp import RtpError, RtpExtension, RtpPacket, pack_header, seq_distance, seq_newer, ts_distance
-from media.session import RELATCH_PACKETS, RtpSession
+from media.session import RELATCH_PACKETS, MediaClock, RtpSession
 
 HOST = "127.0.0.1"
 
@@ -276,9 +276,11 @@ async def test_timestamps_continue_across_plays_and_stop(rtp) -> None:
     assert session.stop_playing() is False
 
 
-async def test_pacing_is_20ms_without_drift(rtp) -> None:
+@pytest.mark.parametrize("per_stream_timer", [False, True])
+async def test_pacing_is_20ms_without_drift(rtp, per_stream_timer: bool) -> None:
     new_session, new_probe = rtp
-    session, probe = await new_session(), new_probe()
+    kwargs = {"clock": asyncio.get_running_loop()} if per_stream_timer else {}
+    session, probe = await new_session(**kwargs), new_probe()
     session.answer(probe.sdp())
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -396,3 +398,43 @@ async def test_two_sessions_offer_answer_and_close(rtp) -> None:
     assert caller.closed
     with pytest.raises(RuntimeError):
         caller.play(Tone(1))
+
+
+async def test_media_clock_runs_callbacks_on_the_absolute_grid() -> None:
+    loop = asyncio.get_running_loop()
+    clock = MediaClock.for_loop(loop)
+    assert MediaClock.for_loop(loop) is clock
+    ran: list[tuple[str, float, float]] = []
+    base = loop.time() + 0.01
+
+    def at(name: str, when: float) -> None:
+        clock.call_at(when, lambda: ran.append((name, when, loop.time())))
+
+    at("c", base + 0.030)
+    at("a", base)
+    at("b", base + 0.0102)
+    at("b2", base + 0.0104)  # same 1 ms slot as b
+    at("past", loop.time() - 0.5)  # already due: runs at once
+    await asyncio.sleep(0.06)
+    assert [r[0] for r in ran] == ["past", "a", "b", "b2", "c"]
+    for name, when, actual in ran[1:]:
+        assert actual >= when - 0.0015, name  # never more than a slot early
+        assert actual - when < 0.05, name
+
+
+def test_media_clock_survives_a_failing_callback() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        clock = MediaClock(loop)
+        ran: list[str] = []
+
+        def boom() -> None:
+            raise RuntimeError("bad session")
+
+        now = loop.time()
+        clock.call_at(now, boom)
+        clock.call_at(now, lambda: ran.append("after"))
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert ran == ["after"]
+    finally:
+        loop.close()

@@ -1,0 +1,216 @@
+"""Graceful shutdown of the real daemon (`python -m engine.cli serve` as a subprocess, like test_serve.py).
+
+SIGTERM: new INVITEs get 503 with Retry-After and /health says draining; live calls go on for up to
+--drain-timeout; the ones still up are then hung up (BYE, SYSTEM_SHUTDOWN 5010) and their hangup callbacks reach
+the app — or the SQLite outbox when the app is down — before the process exits with code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from engine_env import AUTH_TOKEN, Phone
+from rawsip import invite_burst
+from sipharness import HOST, free_port, free_port_block
+
+from tests.helpers.webapp import WebApp
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ENDLESS = '<Response><Speak loop="0">This call goes on until somebody ends it.</Speak></Response>'
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    sip_port: int
+    http_port: int
+    log_path: Path
+    db_path: Path
+
+    @property
+    def uri(self) -> str:
+        return f"sip:100@{HOST}:{self.sip_port}"
+
+    def log_events(self) -> list[dict[str, object]]:
+        events = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return events
+
+    async def wait_log(self, event: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e.get("event") == event for e in self.log_events()):
+            assert time.monotonic() < deadline, f"no {event} in the log:\n{self.log_path.read_text()}"
+            await asyncio.sleep(0.05)
+
+    async def exit_code(self, timeout: float = 20.0) -> int:
+        return await asyncio.to_thread(self.proc.wait, timeout)
+
+    async def health(self) -> tuple[int, dict[str, object]]:
+        async with aiohttp.ClientSession() as s, s.get(f"http://{HOST}:{self.http_port}/health") as r:
+            return r.status, await r.json()
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[WebApp]:
+    async with WebApp() as web:
+        web.route("/answer", ENDLESS)
+        web.route("/hangup", "")
+        yield web
+
+
+async def start_daemon(tmp_path: Path, app: WebApp, drain_timeout: float) -> Daemon:
+    sip_port, http_port = free_port(), free_port()
+    rtp = free_port_block(20)
+    rtp += rtp % 2
+    env = dict(os.environ)
+    env.update({
+        "SOFTSWITCH_SIP__LISTEN": f'["udp:{HOST}:{sip_port}", "tcp:{HOST}:{sip_port}"]',
+        "SOFTSWITCH_SIP__RTP_PORT_MIN": str(rtp),
+        "SOFTSWITCH_SIP__RTP_PORT_MAX": str(rtp + 19),
+        "SOFTSWITCH_HTTP__LISTEN": f"{HOST}:{http_port}",
+        "SOFTSWITCH_HTTP__AUTH_TOKEN": AUTH_TOKEN,
+        "SOFTSWITCH_INBOUND__ANSWER_URL": app.url("/answer"),
+        "SOFTSWITCH_INBOUND__HANGUP_URL": app.url("/hangup"),
+        "SOFTSWITCH_STORAGE__PATH": str(tmp_path / "softswitch.db"),
+        "SOFTSWITCH_STORAGE__RECORDINGS_DIR": str(tmp_path / "recordings"),
+        "SOFTSWITCH_USERS": "[]",
+        "PYTHONPATH": str(ROOT),
+    })
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "serve", "--log-json", "--drain-timeout", str(drain_timeout)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )
+    daemon = Daemon(proc, sip_port, http_port, log_path, tmp_path / "softswitch.db")
+    try:
+        await daemon.wait_log("softswitch_started", timeout=15)
+    except AssertionError:
+        proc.kill()
+        raise
+    return daemon
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def assert_call_events_carry_the_uuid(daemon: Daemon, call_uuid: str) -> None:
+    call_events = {"call_started", "call_answered", "verb_start", "call_shutdown_hangup", "call_ended"}
+    seen = [e for e in daemon.log_events() if e.get("event") in call_events]
+    assert {e["event"] for e in seen} == call_events
+    assert all(e.get("call_uuid") == call_uuid for e in seen), seen
+
+
+async def test_sigterm_refuses_new_calls_drains_then_hangs_up_with_a_callback(
+    tmp_path: Path, app: WebApp, daemons: list[Daemon]
+) -> None:
+    daemon = await start_daemon(tmp_path, app, drain_timeout=2)
+    daemons.append(daemon)
+    async with Phone() as phone:
+        await phone.dial(daemon.uri)
+        await asyncio.wait_for(phone.answered.wait(), 20)
+        assert await daemon.health() == (200, {"status": "ok", "calls": 1, "draining": False, "outbox_depth": 0})
+
+        daemon.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        await daemon.wait_log("softswitch_stopping")
+        [refused] = await invite_burst(daemon.sip_port, 1)
+        assert [r.status for r in refused.replies] == [503]
+        assert refused.replies[0].headers["retry-after"] == "2"  # the drain timeout
+        status, body = await daemon.health()
+        assert status == 503 and body["status"] == "draining" and body["draining"] is True and body["calls"] == 1
+
+        await asyncio.wait_for(phone.ended.wait(), 15)
+        held = time.monotonic() - signalled
+        assert held >= 1.8, f"the live call was hung up {held:.2f} s after SIGTERM, before the drain timeout"
+        assert phone.end_cause.kind == "bye" and phone.end_cause.by == "remote"
+        assert phone.heard_seconds() > 1.5  # the call really was live through the drain
+
+    [hangup] = await app.wait_for("/hangup", count=1, timeout=10)
+    assert hangup.signature_valid(AUTH_TOKEN)
+    assert hangup.params["HangupCause"] == "SYSTEM_SHUTDOWN" and hangup.params["HangupCauseCode"] == "5010"
+    assert hangup.params["HangupSource"] == "Plivo" and hangup.params["CallStatus"] == "completed"
+    assert await daemon.exit_code() == 0
+    assert len(app.requests_to("/answer")) == 1  # the refused INVITE never reached the app
+    events = [e.get("event") for e in daemon.log_events()]
+    assert "drain_timeout" in events and events[-1] == "softswitch_stopped"
+    assert_call_events_carry_the_uuid(daemon, hangup.params["CallUUID"])
+    with sqlite3.connect(daemon.db_path) as db:
+        row = db.execute("SELECT hangup_cause, hangup_code FROM calls WHERE call_uuid = ?",
+                         (hangup.params["CallUUID"],)).fetchone()
+        assert row == ("SYSTEM_SHUTDOWN", 5010)
+        assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+
+
+async def test_calls_that_end_during_the_drain_end_normally_and_the_daemon_exits_early(
+    tmp_path: Path, app: WebApp, daemons: list[Daemon]
+) -> None:
+    app.route("/answer", '<Response><Speak>Almost done.</Speak><Wait length="2"/></Response>')
+    daemon = await start_daemon(tmp_path, app, drain_timeout=30)
+    daemons.append(daemon)
+    async with Phone() as phone:
+        await phone.dial(daemon.uri)
+        await asyncio.wait_for(phone.answered.wait(), 20)
+        daemon.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        await asyncio.wait_for(phone.ended.wait(), 15)
+    [hangup] = await app.wait_for("/hangup", count=1, timeout=10)
+    assert hangup.params["HangupCause"] == "NORMAL_CLEARING"
+    assert await daemon.exit_code() == 0
+    assert time.monotonic() - signalled < 15  # gone once the call ended, long before the 30 s drain timeout
+    events = [e.get("event") for e in daemon.log_events()]
+    assert "drain_finished" in events and "drain_timeout" not in events
+
+
+async def test_second_signal_cuts_the_drain_and_an_undeliverable_callback_lands_in_the_outbox(
+    tmp_path: Path, app: WebApp, daemons: list[Daemon]
+) -> None:
+    daemon = await start_daemon(tmp_path, app, drain_timeout=60)
+    daemons.append(daemon)
+    async with Phone() as phone:
+        await phone.dial(daemon.uri)
+        await asyncio.wait_for(phone.answered.wait(), 20)
+        call_uuid = app.requests_to("/answer")[0].params["CallUUID"]
+        await app.stop()  # the app is down: the hangup callback cannot be delivered
+        daemon.proc.send_signal(signal.SIGTERM)
+        await daemon.wait_log("softswitch_stopping")
+        await asyncio.sleep(0.3)
+        daemon.proc.send_signal(signal.SIGINT)
+        signalled = time.monotonic()
+        await asyncio.wait_for(phone.ended.wait(), 10)
+        assert time.monotonic() - signalled < 5  # not the 60 s drain
+        assert phone.end_cause.kind == "bye" and phone.end_cause.by == "remote"
+    assert await daemon.exit_code() == 0
+    events = [e.get("event") for e in daemon.log_events()]
+    assert "drain_cut_short" in events
+    with sqlite3.connect(daemon.db_path) as db:
+        rows = db.execute("SELECT kind, call_uuid, params FROM outbox").fetchall()
+    assert len(rows) == 1
+    kind, uuid, params = rows[0]
+    assert kind == "hangup" and uuid == call_uuid
+    assert json.loads(params)["HangupCause"] == "SYSTEM_SHUTDOWN"
