@@ -47,6 +47,9 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import cast
 
+from .quoting import find_unquoted as _find_unquoted
+from .quoting import split_unquoted as _split_unquoted
+
 SIP_VERSION = "SIP/2.0"
 
 # RFC 3261 §7.3.3 plus registered compact forms.
@@ -445,43 +448,6 @@ REASONS: dict[int, str] = {
     513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline", 604: "Does Not Exist Anywhere",
     606: "Not Acceptable",
 }
-
-
-def _find_unquoted(text: str, ch: str, start: int = 0) -> int:
-    """Index of the first `ch` outside double-quoted strings (backslash escapes honoured), or -1."""
-    if '"' not in text:
-        return text.find(ch, start)
-    quoted = False
-    i = start
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if quoted:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == ch:
-            return i
-        i += 1
-    return -1
-
-
-def _split_unquoted(text: str, sep: str) -> list[str]:
-    """text.split(sep), except inside double-quoted strings; empty pieces are kept."""
-    if '"' not in text:
-        return text.split(sep)
-    out: list[str] = []
-    start = 0
-    while True:
-        i = _find_unquoted(text, sep, start)
-        if i < 0:
-            out.append(text[start:])
-            return out
-        out.append(text[start:i])
-        start = i + 1
 
 
 def param_of(value: str, name: str) -> str | None:

@@ -13,46 +13,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from .quoting import find_unquoted as _find_unquoted
+from .quoting import split_unquoted as _split_unquoted
+
 _SCHEME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-."
 _BAD_HOST_CHARS = frozenset(' \t\r\n<>"@;?,/\\[]()')
 _IPV6_CHARS = "0123456789abcdefABCDEF:."
-
-
-def _find_unquoted(text: str, ch: str, start: int = 0) -> int:
-    """Index of the first `ch` outside double-quoted strings (backslash escapes honoured), or -1."""
-    if '"' not in text:
-        return text.find(ch, start)
-    quoted = False
-    i = start
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if quoted:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                quoted = False
-        elif c == '"':
-            quoted = True
-        elif c == ch:
-            return i
-        i += 1
-    return -1
-
-
-def _split_unquoted(text: str, sep: str) -> list[str]:
-    """text.split(sep), except inside double-quoted strings."""
-    if '"' not in text:
-        return text.split(sep)
-    out: list[str] = []
-    start = 0
-    while True:
-        i = _find_unquoted(text, sep, start)
-        if i < 0:
-            out.append(text[start:])
-            return out
-        out.append(text[start:i])
-        start = i + 1
 
 
 def _parse_params(text: str) -> dict[str, str | None]:
