@@ -142,40 +142,12 @@ _SINGLE_CANON = frozenset(canonical_name(n) for n in SINGLE_VALUE)
 
 
 def split_header_values(value: str) -> list[str]:
-    """Split a comma-joined header value, respecting quoted strings and <...> URIs."""
+    """Split a comma-joined header value, respecting quoted strings and <...> URIs (empty elements dropped)."""
     if "," not in value:
         return [value]
     if '"' not in value and "<" not in value:
         return [part for part in (p.strip() for p in value.split(",")) if part]
-    out: list[str] = []
-    depth = 0
-    quoted = False
-    start = 0
-    i = 0
-    n = len(value)
-    while i < n:
-        ch = value[i]
-        if quoted:
-            if ch == "\\":
-                i += 1
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            depth += 1
-        elif ch == ">":
-            depth = max(0, depth - 1)
-        elif ch == "," and depth == 0:
-            part = value[start:i].strip()
-            if part:
-                out.append(part)
-            start = i + 1
-        i += 1
-    last = value[start:].strip()
-    if last:
-        out.append(last)
-    return out
+    return [part for part in (p.strip() for p in _split_unquoted_angle(value)) if part]
 
 
 # A header as stored: (name, value), or the [name, value] list `str.split` gives the parser (no tuple is rebuilt per
