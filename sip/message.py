@@ -48,6 +48,7 @@ from collections.abc import Iterable, Iterator
 from typing import cast
 
 from .quoting import find_unquoted as _find_unquoted
+from .quoting import quoted_end as _quoted_end
 from .quoting import split_unquoted as _split_unquoted
 
 SIP_VERSION = "SIP/2.0"
@@ -915,21 +916,6 @@ def _params_error(tail: str, empty_ok: bool = False) -> bool:
         if not _is_token(param.partition("=")[0].strip(" \t")) and not (empty_ok and not param.strip(" \t")):
             return True
     return False
-
-
-def _quoted_end(text: str, start: int) -> int:
-    """Index of the quote closing the quoted-string opened at `start`, or -1."""
-    i = start + 1
-    while True:
-        i = text.find('"', i)
-        if i < 0:
-            return -1
-        k = i - 1
-        while text[k] == "\\":
-            k -= 1
-        if (i - 1 - k) % 2 == 0:
-            return i
-        i += 1
 
 
 _DISPLAY_DELIMS = frozenset('()<>@,;:\\"/[]?={}\x7f') | frozenset(chr(c) for c in range(32) if c != 9)

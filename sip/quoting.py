@@ -39,3 +39,18 @@ def split_unquoted(text: str, sep: str) -> list[str]:
             return out
         out.append(text[start:i])
         start = i + 1
+
+
+def quoted_end(text: str, start: int) -> int:
+    """Index of the quote closing the quoted-string opened at `start`, or -1."""
+    i = start + 1
+    while True:
+        i = text.find('"', i)
+        if i < 0:
+            return -1
+        k = i - 1
+        while text[k] == "\\":
+            k -= 1
+        if (i - 1 - k) % 2 == 0:
+            return i
+        i += 1

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from .quoting import find_unquoted as _find_unquoted
+from .quoting import quoted_end as _quoted_end
 from .quoting import split_unquoted as _split_unquoted
 
 _SCHEME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-."
@@ -128,21 +129,6 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
             raise ValueError(f"bad port: {port_text[:20]!r}")
         port = int(port_text)
     return host.lower(), port
-
-
-def _quoted_end(text: str, start: int) -> int:
-    """Index of the quote closing the quoted-string opened at `start`, or -1."""
-    i = start + 1
-    while True:
-        i = text.find('"', i)
-        if i < 0:
-            return -1
-        k = i - 1
-        while text[k] == "\\":
-            k -= 1
-        if (i - 1 - k) % 2 == 0:
-            return i
-        i += 1
 
 
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
