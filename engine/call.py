@@ -264,9 +264,7 @@ class Call:
         channels = 2 if verb.attrs["recordChannelType"] == "stereo" else 1
         recording = self.new_recording(verb.attrs["fileFormat"], channels)
         self.media.add_sink(recording.recorder.sink_a)
-        add_send_sink = getattr(self.media, "add_send_sink", None)
-        if add_send_sink is not None:
-            add_send_sink(recording.recorder.sink_b)
+        self.media.add_send_sink(recording.recorder.sink_b)
         self.session_recordings.append((verb, recording))
         self.timeline.add("record_session", recording_id=recording.id)
 

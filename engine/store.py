@@ -21,6 +21,12 @@ Decisions:
   ``from`` is an SQL keyword).
 - Outbox rows are deleted once delivered. A row whose retries were given up (only with a configured maximum age)
   is kept with ``gave_up_at`` set, so nothing disappears silently.
+- Callbacks are written ahead (docs/reliability.md, "Restarts"): a row is *held* (``next_attempt_at = HELD``) while
+  its callback may not be sent by the outbox worker yet — a live call's hangup callback (created with the call's row
+  by ``record_call_start(hangup=...)``, in the same transaction) and a callback that ``Webhooks.post_callback`` is
+  trying right now (``hold``). ``due``, ``next_due_at`` and ``depth`` never see held rows; ``release`` hands one to
+  the worker. A process killed with held rows leaves them for the next start, which releases every one of them
+  (engine/recovery.py), so a SIGKILL loses no callback.
 """
 
 from __future__ import annotations
@@ -35,9 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SCHEMA_VERSION", "CallRecord", "OutboxEntry", "Store", "StoreError"]
+__all__ = ["HELD", "SCHEMA_VERSION", "CallRecord", "OutboxEntry", "Store", "StoreError"]
 
 SCHEMA_VERSION = 1
+
+HELD = 1e300
+"""``next_attempt_at`` of a held outbox row: not due until ``release``d (see the module docstring)."""
 
 _T = TypeVar("_T")
 
@@ -196,6 +205,37 @@ def _column_value(name: str, value: Any) -> Any:
     return value
 
 
+def _upsert_call(call_uuid: str, fields: Mapping[str, Any]) -> Callable[[sqlite3.Connection], None]:
+    unknown = set(fields) - set(CALL_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown call record fields: {', '.join(sorted(unknown))}")
+    names = list(fields)
+    values = [_column_value(n, fields[n]) for n in names]
+
+    def upsert(conn: sqlite3.Connection) -> None:
+        columns = ", ".join(["call_uuid", *names, "updated_at"])
+        marks = ", ".join("?" for _ in range(len(names) + 2))
+        updates = ", ".join(f"{n} = excluded.{n}" for n in [*names, "updated_at"])
+        conn.execute(
+            f"INSERT INTO calls ({columns}) VALUES ({marks}) ON CONFLICT (call_uuid) DO UPDATE SET {updates}",
+            [call_uuid, *values, time.time()],
+        )
+
+    return upsert
+
+
+def _insert_entry(conn: sqlite3.Connection, call_uuid: str | None, kind: str, url: str, method: str,
+                  params: Mapping[str, str], attempts: int, due_at: float, last_error: str, created: float) -> int:
+    cursor = conn.execute(
+        "INSERT INTO outbox (call_uuid, kind, url, method, params, attempts, next_attempt_at, last_error, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (call_uuid, kind, url, method.upper(), json.dumps(dict(params), separators=(",", ":")), attempts, due_at,
+         last_error, created),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
 class Store:
     """The softswitch database. ``store = await Store.open(path)``; ``await store.close()`` at shutdown."""
 
@@ -254,8 +294,11 @@ class Store:
         request_uuid: str | None = None,
         legs: Sequence[Any] | None = None,
         timeline: Sequence[Any] | None = None,
+        hangup: tuple[str, str, Mapping[str, str]] | None = None,
     ) -> None:
-        """Create (or complete) the row of a call at its first event."""
+        """Create (or complete) the row of a call at its first event. ``hangup = (url, method, params)``: the call's
+        hangup callback, held in the outbox from now on (written in the same transaction as the row), so a crash
+        before the call ends still leaves it to be sent (``hold`` later puts the final parameters in)."""
         fields: dict[str, Any] = {
             "direction": direction,
             "from_number": from_number,
@@ -268,26 +311,27 @@ class Store:
             fields["legs"] = legs
         if timeline is not None:
             fields["timeline"] = timeline
-        await self.record_call_update(call_uuid, **fields)
+        if hangup is None:
+            await self.record_call_update(call_uuid, **fields)
+            return
+        upsert = _upsert_call(call_uuid, fields)
+        url, method, params = hangup
+
+        def both(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                upsert(conn)
+                _insert_entry(conn, call_uuid, "hangup", url, method, params, 0, HELD, "", time.time())
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._run(both)
 
     async def record_call_update(self, call_uuid: str, **fields: Any) -> None:
         """Set some columns of a call's row (names from ``CALL_FIELDS``), creating the row if it is missing."""
-        unknown = set(fields) - set(CALL_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown call record fields: {', '.join(sorted(unknown))}")
-        names = list(fields)
-        values = [_column_value(n, fields[n]) for n in names]
-
-        def upsert(conn: sqlite3.Connection) -> None:
-            columns = ", ".join(["call_uuid", *names, "updated_at"])
-            marks = ", ".join("?" for _ in range(len(names) + 2))
-            updates = ", ".join(f"{n} = excluded.{n}" for n in [*names, "updated_at"])
-            conn.execute(
-                f"INSERT INTO calls ({columns}) VALUES ({marks}) ON CONFLICT (call_uuid) DO UPDATE SET {updates}",
-                [call_uuid, *values, time.time()],
-            )
-
-        await self._run(upsert)
+        await self._run(_upsert_call(call_uuid, fields))
 
     async def add_event(self, call_uuid: str, event: str, at: float | None = None, **details: Any) -> None:
         """Append ``{"at", "event", **details}`` to a call's timeline (creating the row if it is missing)."""
@@ -410,29 +454,69 @@ class Store:
         """Keep a callback for later delivery; returns its id. Due at once unless ``next_attempt_at`` is given."""
         created = time.time() if now is None else now
         due_at = created if next_attempt_at is None else next_attempt_at
-        payload = json.dumps(dict(params), separators=(",", ":"))
+        params = dict(params)
+        return await self._run(
+            lambda conn: _insert_entry(conn, call_uuid, kind, url, method, params, attempts, due_at, last_error,
+                                       created)
+        )
 
-        def insert(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "INSERT INTO outbox (call_uuid, kind, url, method, params, attempts, next_attempt_at, last_error, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (call_uuid, kind, url, method.upper(), payload, attempts, due_at, last_error, created),
+    async def hold(self, *, call_uuid: str | None, kind: str, url: str, method: str, params: Mapping[str, str]) -> int:
+        """Write a callback ahead of its first attempt, held (not due) until ``release`` or ``mark_done``; returns its
+        id. A hangup callback takes over the call's held row from ``record_call_start`` (its final parameters
+        replace the ones stored at the start) instead of adding a second one."""
+        params = dict(params)
+        payload = json.dumps(params, separators=(",", ":"))
+
+        def hold(conn: sqlite3.Connection) -> int:
+            if kind == "hangup" and call_uuid is not None:
+                row = conn.execute(
+                    "SELECT id FROM outbox WHERE call_uuid = ? AND kind = 'hangup' AND next_attempt_at >= ? "
+                    "AND gave_up_at IS NULL ORDER BY id LIMIT 1",
+                    (call_uuid, HELD),
+                ).fetchone()
+                if row is not None:
+                    conn.execute("UPDATE outbox SET url = ?, method = ?, params = ? WHERE id = ?",
+                                 (url, method.upper(), payload, row["id"]))
+                    return int(row["id"])
+            return _insert_entry(conn, call_uuid, kind, url, method, params, 0, HELD, "", time.time())
+
+        return await self._run(hold)
+
+    async def release(self, entry_id: int, *, attempts: int, error: str, next_at: float | None = None,
+                      params: Mapping[str, str] | None = None) -> None:
+        """Hand a held row to the outbox worker: ``attempts`` made so far, the last error, due at ``next_at``
+        (now when None); ``params`` replace the stored ones when given."""
+        due_at = time.time() if next_at is None else next_at
+        payload = None if params is None else json.dumps(dict(params), separators=(",", ":"))
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ?, params = coalesce(?, params) "
+                "WHERE id = ?",
+                (attempts, error, due_at, payload, entry_id),
             )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
+        )
 
-        return await self._run(insert)
+    async def held(self) -> list[OutboxEntry]:
+        """Every held row (what a previous process left held: engine/recovery.py releases them at start)."""
+
+        def select(conn: sqlite3.Connection) -> list[OutboxEntry]:
+            rows = conn.execute(
+                "SELECT * FROM outbox WHERE gave_up_at IS NULL AND next_attempt_at >= ? ORDER BY id", (HELD,)
+            ).fetchall()
+            return [_outbox_entry(r) for r in rows]
+
+        return await self._run(select)
 
     async def due(self, now: float | None = None, limit: int = 100) -> list[OutboxEntry]:
         """Pending entries whose next attempt is at or before ``now`` (all pending ones when ``now`` is None),
-        oldest due first."""
+        oldest due first. Held rows are never due."""
         when = float("inf") if now is None else now
 
         def select(conn: sqlite3.Connection) -> list[OutboxEntry]:
             rows = conn.execute(
-                "SELECT * FROM outbox WHERE gave_up_at IS NULL AND next_attempt_at <= ? "
+                "SELECT * FROM outbox WHERE gave_up_at IS NULL AND next_attempt_at <= ? AND next_attempt_at < ? "
                 "ORDER BY next_attempt_at, id LIMIT ?",
-                (when, limit),
+                (when, HELD, limit),
             ).fetchall()
             return [_outbox_entry(r) for r in rows]
 
@@ -442,7 +526,10 @@ class Store:
         """When the earliest pending entry is due; None when nothing is pending."""
 
         def select(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute("SELECT min(next_attempt_at) AS t FROM outbox WHERE gave_up_at IS NULL").fetchone()
+            row = conn.execute(
+                "SELECT min(next_attempt_at) AS t FROM outbox WHERE gave_up_at IS NULL AND next_attempt_at < ?",
+                (HELD,),
+            ).fetchone()
             return None if row is None else row["t"]
 
         return await self._run(select)
@@ -478,9 +565,11 @@ class Store:
         )
 
     async def depth(self) -> int:
-        """How many callbacks are waiting for delivery (given-up ones not counted)."""
+        """How many callbacks are waiting for a retry (given-up and held ones not counted)."""
 
         def count(conn: sqlite3.Connection) -> int:
-            return int(conn.execute("SELECT count(*) FROM outbox WHERE gave_up_at IS NULL").fetchone()[0])
+            return int(conn.execute(
+                "SELECT count(*) FROM outbox WHERE gave_up_at IS NULL AND next_attempt_at < ?", (HELD,)
+            ).fetchone()[0])
 
         return await self._run(count)

@@ -13,10 +13,12 @@ What lives here: ``Webhooks``, which owns the one shared ``httpx.AsyncClient`` (
   than 408/429 is not retried: the same request gets the same answer); then ``fallback_url`` with the same
   parameters and the same policy; ``WebhookError`` with every reason when all fail. ``fetch_fallback`` is the
   fallback alone, for a caller that found the answer body invalid after ``fetch_xml`` returned it.
-- ``post_callback``: a fire-and-report callback retried a few times with backoff; one that still fails is stored in
-  the outbox (engine/store.py) for engine/outbox.py to retry, also after a restart. A callback cancelled (engine
-  shutdown) while being retried is stored too. With no store configured it is logged as lost (error level): the
-  daemon always passes its store.
+- ``post_callback``: a fire-and-report callback retried a few times with backoff. It is written to the outbox
+  (engine/store.py) *before* the first attempt, held so the outbox worker leaves it alone, and deleted once
+  delivered; one that still fails (or is cancelled by an engine shutdown) is released to engine/outbox.py, which
+  retries it, also after a restart. A process killed meanwhile leaves it held, and the next start releases it
+  (engine/recovery.py). With no store configured a failed callback is logged as lost (error level): the daemon
+  always passes its store.
 - ``metrics``: counters and a latency histogram for /metrics.
 What does not: parsing or validating XML (engine/xml.py; the caller passes ``validate``), deciding which URL a call
 uses or what the session parameters are (engine/calls), the outbox's retry schedule (engine/outbox.py).
@@ -67,6 +69,10 @@ USER_AGENT = "softswitch"
 _NOT_RETRIED = frozenset(range(400, 500)) - {408, 429}
 
 
+class _TooLarge(Exception):
+    """A response body over ``WebhookSettings.max_response_bytes``."""
+
+
 class WebhookError(Exception):
     """A request (or every attempt of a fetch, fallback included) failed. ``errors``: one line per failure."""
 
@@ -93,6 +99,8 @@ class WebhookSettings:
     """Delay before the 2nd callback attempt; doubled for each later one (1 s + 2 s: ~3 s plus request time)."""
     max_connections: int = 200
     max_keepalive: int = 50
+    max_response_bytes: int = 1024 * 1024
+    """A response body larger than this fails the request (documents are at most 100 KB): bounded memory."""
 
 
 class LatencyHistogram:
@@ -350,14 +358,12 @@ class Webhooks:
         started = time.monotonic()
         try:
             async with asyncio.timeout(limit):
-                response = await self._client.request(
-                    prepared.method,
-                    prepared.url,
-                    content=prepared.body,
-                    headers=headers,
-                    auth=prepared.auth if prepared.auth is not None else httpx.USE_CLIENT_DEFAULT,
-                    timeout=httpx.Timeout(limit, connect=min(limit, self.settings.connect_timeout)),
-                )
+                response = await self._send(prepared, headers, limit)
+        except _TooLarge as e:
+            latency = time.monotonic() - started
+            self._failed(latency)
+            log.warning("webhook.failed", error=str(e), latency_ms=round(latency * 1000, 1))
+            raise WebhookError(f"{log_url(prepared.url)}: {e}") from None
         except (TimeoutError, httpx.HTTPError, aiohttp.ClientError, OSError) as e:
             latency = time.monotonic() - started
             timed_out, reason = _describe(e, limit)
@@ -376,6 +382,40 @@ class Webhooks:
             bytes=len(response.content),
         )
         return response
+
+    async def _send(self, prepared: _Prepared, headers: dict[str, str], limit: float) -> httpx.Response:
+        """The request, its body read up to ``settings.max_response_bytes`` (``_TooLarge`` beyond: a huge or endless
+        body must not fill memory; documents are at most 100 KB anyway)."""
+        cap = self.settings.max_response_bytes
+        request = self._client.build_request(
+            prepared.method,
+            prepared.url,
+            content=prepared.body,
+            headers=headers,
+            timeout=httpx.Timeout(limit, connect=min(limit, self.settings.connect_timeout)),
+        )
+        auth = prepared.auth if prepared.auth is not None else httpx.USE_CLIENT_DEFAULT
+        response = await self._client.send(request, auth=auth, stream=True)
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise _TooLarge(f"response body larger than {cap} bytes (Content-Length {declared})")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    raise _TooLarge(f"response body larger than {cap} bytes")
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        skip = {"content-encoding", "content-length", "transfer-encoding"}  # the body below is decoded already
+        return httpx.Response(
+            response.status_code,
+            headers=[(k, v) for k, v in response.headers.multi_items() if k.lower() not in skip],
+            content=b"".join(chunks),
+            request=request,
+        )
 
     def _failed(self, latency: float, *, timeout: bool = False) -> None:
         self.metrics.failures += 1
@@ -545,7 +585,9 @@ class Webhooks:
         uuid = call_uuid or merged.get("CallUUID")
         error = ""
         attempt = 0
+        entry_id: int | None = None
         try:
+            entry_id = await self._hold(url, method, merged, uuid, kind)
             for attempt in range(1, s.callback_attempts + 1):
                 try:
                     response = await self.request(url, method, merged, call_uuid=uuid, kind=kind, attempt=attempt)
@@ -554,14 +596,15 @@ class Webhooks:
                 else:
                     if response.is_success:
                         self.metrics.callbacks_delivered += 1
+                        await self._delivered(entry_id, uuid, kind)
                         return True
                     error = f"{log_url(url)}: HTTP {response.status_code}"
                 if attempt < s.callback_attempts:
                     await asyncio.sleep(s.callback_backoff * 2 ** (attempt - 1))
         except asyncio.CancelledError:
-            await asyncio.shield(self._keep(url, method, merged, uuid, kind, attempt, error or "cancelled"))
+            await asyncio.shield(self._keep(entry_id, url, method, merged, uuid, kind, attempt, error or "cancelled"))
             raise
-        await self._keep(url, method, merged, uuid, kind, attempt, error)
+        await self._keep(entry_id, url, method, merged, uuid, kind, attempt, error)
         return False
 
     def spawn_callback(
@@ -584,19 +627,48 @@ class Webhooks:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    async def _hold(
+        self, url: str, method: str, params: dict[str, str], call_uuid: str | None, kind: str
+    ) -> int | None:
+        """The callback written ahead to the outbox, held; None without a store (or when the store fails: the
+        callback is still tried, and stored afterwards if it fails)."""
+        if self.store is None or self.store.closed:
+            return None
+        try:
+            return await self.store.hold(call_uuid=call_uuid, kind=kind, url=url, method=method, params=params)
+        except Exception as e:
+            self._log.warning("webhook.hold_failed", call_uuid=call_uuid, kind=kind, error=f"{type(e).__name__}: {e}")
+            return None
+
+    async def _delivered(self, entry_id: int | None, call_uuid: str | None, kind: str) -> None:
+        if entry_id is None or self.store is None:
+            return
+        try:
+            await self.store.mark_done(entry_id)
+        except Exception as e:  # it stays held: the next start sends it again (at least once)
+            self._log.warning("webhook.done_failed", call_uuid=call_uuid, kind=kind, error=f"{type(e).__name__}: {e}")
+
     async def _keep(
-        self, url: str, method: str, params: dict[str, str], call_uuid: str | None, kind: str, tries: int, error: str
+        self, entry_id: int | None, url: str, method: str, params: dict[str, str], call_uuid: str | None, kind: str,
+        tries: int, error: str
     ) -> None:
         log = self._log.bind(call_uuid=call_uuid, url=log_url(url), kind=kind)
+        if entry_id is not None and self.store is not None and self.store.closed:
+            self.metrics.callbacks_queued += 1  # its held row is in the file: the next start releases it
+            log.warning("webhook.callback_left_held", outbox_id=entry_id, error=error, attempts=tries)
+            return
         if self.store is None or self.store.closed:
             self.metrics.callbacks_lost += 1
             log.error("webhook.callback_lost", reason="no outbox", error=error, attempts=tries)
             return
         try:
-            entry_id = await self.store.enqueue(
-                call_uuid=call_uuid, kind=kind, url=url, method=method, params=params, attempts=tries,
-                last_error=error,
-            )
+            if entry_id is not None:
+                await self.store.release(entry_id, attempts=tries, error=error)
+            else:
+                entry_id = await self.store.enqueue(
+                    call_uuid=call_uuid, kind=kind, url=url, method=method, params=params, attempts=tries,
+                    last_error=error,
+                )
         except Exception as e:  # the store failed (closed under us, disk full): say so loudly, never silently
             self.metrics.callbacks_lost += 1
             log.error("webhook.callback_lost", reason=f"outbox: {type(e).__name__}: {e}", error=error, attempts=tries)

@@ -67,7 +67,7 @@ import structlog
 
 from . import g711, sdp
 from .dtmf import DtmfEvent, DtmfPlayer, DtmfReceiver, EventPacket, parse_digits
-from .frames import FRAME_BYTES, FRAME_SAMPLES, AudioSink, AudioSource
+from .frames import FRAME_BYTES, FRAME_SAMPLES, SILENCE_FRAME, AudioSink, AudioSource
 from .ports import PortAllocator, PortPair
 from .rtp import _HEADER, RtpError, RtpPacket, pack_header, seq_distance, ts_distance
 
@@ -325,6 +325,7 @@ class RtpSession:
         self._candidate: tuple[Any, ...] | None = None
         self._candidate_count = 0
         self._sinks: list[AudioSink] = []
+        self._send_sinks: list[AudioSink] = []
         self._rx_buffer = bytearray()
         self._dtmf_receiver = DtmfReceiver()
         self._dtmf_rx_pt: int | None = dtmf_payload_type
@@ -527,8 +528,12 @@ class RtpSession:
                     if self._sending:
                         self._send_event(action, late)
                     self._marker = True  # audio after the event starts a new talkspurt
+                    if self._send_sinks:
+                        self._to_send_sinks(SILENCE_FRAME)
                     return
                 payload = self._encode(action.pcm)  # an InbandFrame
+                if self._send_sinks:
+                    self._to_send_sinks(action.pcm)
         playback = self._playback
         if payload is None and playback is not None:
             try:
@@ -547,6 +552,10 @@ class RtpSession:
                         frame = frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
                     payload = self._encode(frame)
                     playback.frames += 1
+                    if self._send_sinks:
+                        self._to_send_sinks(frame)
+        if payload is None and self._send_sinks:
+            self._to_send_sinks(SILENCE_FRAME)
         if payload is None:
             if self.idle != "silence":
                 self._marker = True
@@ -617,6 +626,25 @@ class RtpSession:
         """Deliver received audio to `sink` as 20 ms frames."""
         if sink not in self._sinks:
             self._sinks.append(sink)
+
+    def add_send_sink(self, sink: AudioSink) -> None:
+        """Also deliver what we send (one 20 ms frame per tick, silence when nothing plays): the far side's track of
+        a call recording."""
+        if sink not in self._send_sinks:
+            self._send_sinks.append(sink)
+
+    def remove_send_sink(self, sink: AudioSink) -> None:
+        if sink in self._send_sinks:
+            self._send_sinks.remove(sink)
+
+    def _to_send_sinks(self, pcm: bytes) -> None:
+        for sink in list(self._send_sinks):
+            try:
+                sink.write_frame(pcm)
+            except Exception:
+                self.stats.sink_errors += 1
+                self._send_sinks.remove(sink)
+                self.log.exception("rtp_send_sink_failed")
 
     def remove_sink(self, sink: AudioSink) -> None:
         if sink in self._sinks:

@@ -206,3 +206,34 @@ async def test_hangup_callback_survives_a_webhook_outage(tmp_path: Path) -> None
         hangup = await env.hangup_callback(timeout=15)
         assert hangup["HangupSource"] == "Caller"
         assert len(env.app.requests_to("/hangup")) == 1
+
+
+async def test_record_session_records_both_sides_in_stereo_in_the_background(tmp_path: Path) -> None:
+    """recordSession: non-blocking; the caller on the left channel, what the caller hears on the right; posted when
+    the call ends."""
+    async with EngineEnv(tmp_path) as env, Phone() as phone:
+        env.xml("/answer", xml(plivoxml.RecordElement(action="/rec", record_session=True, file_format="mp3",
+                                                      record_channel_type="stereo"),
+                               plivoxml.SpeakElement("This call is recorded. Goodbye."), plivoxml.HangupElement()))
+        env.xml("/rec", "")
+        await phone.dial(env.uri)
+        await asyncio.wait_for(phone.answered.wait(), 10)
+        assert phone.media is not None
+        phone.media.play(Tone([440.0], [(10.0, 0.0)]))
+        await asyncio.wait_for(phone.ended.wait(), 20)
+        [req] = await env.app.wait_for("/rec", count=1, timeout=10)
+        p = req.params
+        assert p["RecordingFileFormat"] == "mp3" and p["RecordUrl"].endswith(".mp3")
+        async with httpx.AsyncClient() as client:
+            mp3 = (await client.get(p["RecordUrl"])).content
+        import miniaudio
+
+        decoded = miniaudio.decode(mp3, output_format=miniaudio.SampleFormat.SIGNED16, nchannels=2,
+                                   sample_rate=8000)
+        frames = np.frombuffer(decoded.samples, "<i2").reshape(-1, 2).astype(float)
+        assert abs(len(frames) / 8000 * 1000 - int(p["RecordingDurationMs"])) < 200
+        left, right = frames[:, 0], frames[:, 1]
+        assert np.sqrt(np.mean(left**2)) > 500  # the caller's tone
+        assert np.sqrt(np.mean(right**2)) > 200  # the engine's speech
+        spectrum = np.abs(np.fft.rfft(left[:8000]))
+        assert abs(np.argmax(spectrum) * 8000 / 8000 - 440) < 15
