@@ -47,6 +47,14 @@ class Timeline:
         return [{"t": t, "event": e, **d} for t, e, d in self.events]
 
 
+def valid_text(value: str) -> str:
+    """`value` as valid Unicode: SIP text may carry bytes that are not UTF-8 (the parser keeps them as surrogate
+    escapes); apps and the store get U+FFFD for each instead (a lone surrogate cannot be url-encoded or stored)."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def number_of(header_value: str | None) -> str:
     """The user part of a From/To value, '+' stripped (spec §2.4)."""
     if not header_value:
@@ -125,7 +133,7 @@ class Call:
                 if name.lower().startswith("x-ph-"):
                     params[name] = value  # inbound X-PH-* headers reach webhooks as params (client rule)
         params.update(extra)
-        return params
+        return {valid_text(k): valid_text(v) for k, v in params.items()}
 
     @property
     def answered(self) -> bool:
@@ -169,6 +177,12 @@ class Call:
         self.params["CallStatus"] = "in-progress"
         self.timeline.add("answered")
         self.log.info("call_answered")
+        store = self.engine.store
+        if store is not None:  # a crash later still leaves the record saying it was answered (engine/recovery.py)
+            try:
+                await store.record_call_update(self.uuid, answered_at=self.answered_at)
+            except Exception:
+                self.log.exception("call_record_failed")
 
     async def pre_answer(self) -> None:
         """183 Session Progress with SDP: media flows, the call stays unanswered (not billed)."""

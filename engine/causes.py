@@ -157,6 +157,8 @@ CAUSES: dict[str, Cause] = {
     "network_error": _c("NETWORK_OUT_OF_ORDER", 5000, "Network Error", "failed", 503, 38, "Error"),
     "ack_timeout": _c("RECOVERY_ON_TIMER_EXPIRE", 5000, "Network Error", "failed", 408, 102, "Error"),
     "internal_error": _c("SYSTEM_SHUTDOWN", 5010, "Internal Error", "failed", 503, None, "Plivo"),
+    # a call the engine process died under (SIGKILL, power loss): recorded at the next start (engine/recovery.py)
+    "crash": _c("CRASH", 5030, "Engine Crashed", "failed", 503, None, "Plivo"),
     # the app's URLs and XML (spec §2.7: after the fallback also failed)
     "answer_url_error": _c("ANSWER_URL_ERROR", 7011, "Error Reaching Answer URL", "failed", 500, None, "Error"),
     "action_url_error": _c("ACTION_URL_ERROR", 7012, "Error Reaching Action URL", "failed", 500, None, "Error"),

@@ -11,6 +11,7 @@ A second signal during the drain cuts it short (hang up now); later ones are ign
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import structlog
@@ -46,6 +47,11 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         bound = await self.engine.start()
+        # Everything loaded so far (modules, config, schemas: ~60k objects) lives as long as the process: out of the
+        # garbage collector's generations, so full collections under load scan only the calls' objects. Measured
+        # with `python -m bench`: p99 setup at 150 CPS 124-144 ms -> 56-60 ms (bench/RESULTS.md, variants).
+        gc.collect()
+        gc.freeze()
         log.info("softswitch_started", sip={t: f"{h}:{p}" for t, (h, p) in bound.items()})
         try:
             await self._stop.wait()

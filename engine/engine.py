@@ -34,8 +34,9 @@ from .config import Config
 from .http_api import HttpServer
 from .interpreter import run_call
 from .outbox import OutboxWorker
+from .recovery import recover
 from .registrar import Registrar
-from .sip_users import inbound_auth_for
+from .sip_users import caller_is_authenticated_user, inbound_auth_for
 from .store import Store
 from .webhooks import Webhooks, WebhookSettings
 
@@ -101,6 +102,7 @@ class Engine:
 
     async def start(self) -> dict[str, tuple[str, int]]:
         self.store = await Store.open(self.config.storage.path)
+        await recover(self.store)  # calls and callbacks a killed process left (before anything new happens)
         self.webhooks = Webhooks.from_config(self.config, self.store, self.webhook_settings)
         self.outbox = OutboxWorker(self.store, self.webhooks, **self.outbox_options)  # type: ignore[arg-type]
         self.outbox.start()
@@ -175,6 +177,10 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def _inbound(self, leg: InboundLeg) -> None:
+        if not caller_is_authenticated_user(leg):  # [[users]]: one user's credentials never vouch for another
+            leg.log.info("inbound_auth_identity_mismatch", authenticated_user=leg.authenticated_user)
+            await leg.reject(403, "Forbidden - From does not match the credentials")
+            return
         to = number_of(leg.headers.get("To")) or number_of(f"<{leg.invite.uri}>")
         app = self.config.inbound.app_for(to)
         if leg.remote_sdp:
@@ -196,8 +202,13 @@ class Engine:
         call.log.info("call_started", direction="inbound", from_=call.params["From"], to=call.params["To"])
         try:
             if self.store is not None:
-                await self.store.record_call_start(call.uuid, direction="inbound", from_number=call.params["From"],
-                                                   to_number=call.params["To"], started_at=call.started_at)
+                hangup = (call.hangup_url, call.hangup_method, dict(call.params)) if call.hangup_url else None
+                try:
+                    await self.store.record_call_start(call.uuid, direction="inbound",
+                                                       from_number=call.params["From"], to_number=call.params["To"],
+                                                       started_at=call.started_at, hangup=hangup)
+                except Exception:  # the call still runs (and ends: a dead task would leave its INVITE unanswered)
+                    call.log.exception("call_record_failed")
             await run_call(call)
         finally:
             self.calls.pop(call.uuid, None)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import causes
 from .verbs.base import Hangup, Next, Outcome, Redirect, Verb, XmlError
-from .webhooks import WebhookError
+from .webhooks import FetchResult, WebhookError
 from .xml import Document, parse_document
 
 if TYPE_CHECKING:
@@ -32,8 +32,15 @@ if TYPE_CHECKING:
 MAX_REDIRECTS = 100
 
 
-def _validate(body: bytes) -> None:
-    parse_document(body)
+def _validate(body: bytes) -> Document:
+    return parse_document(body)
+
+
+def _document(result: FetchResult) -> Document:
+    """The document `fetch_xml` validated (parsed once), with the URL it came from as its base."""
+    doc: Document = result.parsed if result.parsed is not None else parse_document(result.body)
+    doc.source_url = result.url
+    return doc
 
 
 async def fetch_first_document(call: Call) -> Document | None:
@@ -51,9 +58,10 @@ async def fetch_first_document(call: Call) -> Document | None:
         call.timeline.add("answer_failed", errors=exc.errors[-3:])
         return None
     call.document_url = result.url
-    if result.used_fallback:
-        call.timeline.add("fallback_used", url=result.url)
-    doc = parse_document(result.body, source_url=result.url)
+    if result.used_fallback:  # say why: the app's author needs the answer_url's errors, not just the fallback
+        call.log.warning("answer_fallback_used", errors=result.errors)
+        call.timeline.add("fallback_used", url=result.url, errors=result.errors[-3:])
+    doc = _document(result)
     call.timeline.add("document", url=result.url, verbs=len(doc.verbs))
     return doc
 
@@ -73,7 +81,7 @@ async def fetch_next_document(call: Call, redirect: Redirect) -> Document | str:
         call.timeline.add("redirect_failed", url=url)
         return "invalid_redirect_xml" if invalid else "redirect_url_error"
     call.document_url = result.url
-    doc = parse_document(result.body, source_url=result.url)
+    doc = _document(result)
     call.timeline.add("document", url=result.url, verbs=len(doc.verbs))
     return doc
 

@@ -38,7 +38,7 @@ from media.session import RtpSession
 from sip.leg import Answered, EarlyMedia, Ended, OutboundLeg, Ringing
 
 from . import causes, sip_headers
-from .call import Call
+from .call import Call, valid_text
 from .causes import Cause
 from .interpreter import run_call
 from .routing import RoutingError, Target, route_number, route_user
@@ -94,7 +94,7 @@ def _text(params: Mapping[str, Any], key: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
-        return str(value).strip()
+        return valid_text(str(value)).strip()  # JSON "\udc80" escapes make lone surrogates
     raise RequestError(f"{key} must be a string")
 
 
@@ -306,9 +306,21 @@ class _Origination:
         try:
             await store.record_call_start(self.call_uuid, direction="outbound", from_number=self.req.from_.lstrip("+"),
                                           to_number=_number(self.req.to), started_at=self.started_at,
-                                          request_uuid=self.request_uuid)
+                                          request_uuid=self.request_uuid,
+                                          hangup=(self.hangup_url, self.req.hangup_method, self._base_params()))
         except Exception:
             self.log.exception("call_record_failed")
+
+    def _base_params(self) -> dict[str, str]:
+        """The parameters of this request's hangup callback known before the call exists."""
+        return {
+            "CallUUID": self.call_uuid,
+            "From": self.req.from_.lstrip("+"),
+            "To": _number(self.req.to),
+            "Direction": "outbound",
+            "CallerName": self.req.caller_name,
+            **self.extra_params,
+        }
 
     async def _failed_before_invite(self, cause: Cause) -> None:
         """The request never became a SIP call: a call record and the hangup callback all the same."""
@@ -329,12 +341,7 @@ class _Origination:
             except Exception:
                 self.log.exception("call_record_failed")
         params = {
-            "CallUUID": self.call_uuid,
-            "From": self.req.from_.lstrip("+"),
-            "To": _number(self.req.to),
-            "Direction": "outbound",
-            "CallerName": self.req.caller_name,
-            **self.extra_params,
+            **self._base_params(),
             **cause.hangup_params(),
             "CallStatus": status,
             "Duration": "0",

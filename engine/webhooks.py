@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import math
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import httpx
@@ -231,23 +232,29 @@ def _prepare(
     verb = method.upper()
     if verb not in METHODS:
         raise ValueError(f"webhook method must be GET or POST, not {method!r}")
+    parts, query, post_url, auth = _parsed_url(url)
+    merged: dict[str, str] = {k: _text(v) for k, v in (session_params or {}).items()}
+    merged.update({k: _text(v) for k, v in (params or {}).items()})
+    merged.update(query)  # the URL's own parameters win, the last of a repeated key winning
+    if verb == "GET":
+        target = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", urlencode(merged), ""))
+        # Sign what goes on the wire: httpx normalises the URL (default port, percent-encoding) before sending.
+        return _Prepared(verb, safe_url(str(httpx.URL(target))), merged, None, auth)
+    return _Prepared(verb, post_url, merged, urlencode(merged).encode("ascii"), auth)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_url(url: str) -> tuple[SplitResult, dict[str, str], str, tuple[str, str] | None]:
+    """What a request to ``url`` needs that depends on the URL alone (apps use a few URLs for many calls): its parts,
+    its query parameters, the URL a POST goes to (normalised as httpx sends it, without user:password) and the HTTP
+    Basic credentials in it. ValueError for a URL that is not http(s)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"webhook URL must be http(s)://host/...: {log_url(url)!r}")
-    merged: dict[str, str] = {k: _text(v) for k, v in (session_params or {}).items()}
-    merged.update({k: _text(v) for k, v in (params or {}).items()})
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        merged[key] = value  # the URL's own parameters win, the last of a repeated key winning
-    if verb == "GET":
-        target = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", urlencode(merged), ""))
-        body = None
-    else:
-        target = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
-        body = urlencode(merged).encode("ascii")
-    # Sign what goes on the wire: httpx normalises the URL (default port, percent-encoding) before sending.
-    wire = httpx.URL(target)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    wire = httpx.URL(urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, "")))
     auth = (wire.username, wire.password) if wire.username or wire.password else None
-    return _Prepared(verb, safe_url(str(wire)), merged, body, auth)
+    return parts, query, safe_url(str(wire)), auth
 
 
 def _describe(exc: BaseException, limit: float) -> tuple[bool, str]:
@@ -347,13 +354,13 @@ class Webhooks:
         }
         if prepared.body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-        log = self._log.bind(
-            call_uuid=call_uuid or prepared.form.get("CallUUID"),
-            url=log_url(prepared.url),
-            method=prepared.method,
-            kind=kind,
-            attempt=attempt,
-        )
+        context = {  # bound only when a line is written: a bind per request costs more than the request's logging
+            "call_uuid": call_uuid or prepared.form.get("CallUUID"),
+            "url": log_url(prepared.url),
+            "method": prepared.method,
+            "kind": kind,
+            "attempt": attempt,
+        }
         self.metrics.requests += 1
         started = time.monotonic()
         try:
@@ -362,21 +369,22 @@ class Webhooks:
         except _TooLarge as e:
             latency = time.monotonic() - started
             self._failed(latency)
-            log.warning("webhook.failed", error=str(e), latency_ms=round(latency * 1000, 1))
+            self._log.warning("webhook.failed", **context, error=str(e), latency_ms=round(latency * 1000, 1))
             raise WebhookError(f"{log_url(prepared.url)}: {e}") from None
         except (TimeoutError, httpx.HTTPError, aiohttp.ClientError, OSError) as e:
             latency = time.monotonic() - started
             timed_out, reason = _describe(e, limit)
             self._failed(latency, timeout=timed_out)
-            log.warning("webhook.failed", error=reason, latency_ms=round(latency * 1000, 1))
+            self._log.warning("webhook.failed", **context, error=reason, latency_ms=round(latency * 1000, 1))
             raise WebhookError(f"{log_url(prepared.url)}: {reason}") from None
         latency = time.monotonic() - started
         self.metrics.latency.observe(latency)
         self.metrics.by_status[response.status_code] = self.metrics.by_status.get(response.status_code, 0) + 1
         if not response.is_success:
             self.metrics.failures += 1
-        log.info(
+        self._log.info(
             "webhook.request",
+            **context,
             status=response.status_code,
             latency_ms=round(latency * 1000, 1),
             bytes=len(response.content),

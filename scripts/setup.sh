@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(sip-tester baresip espeak-ng kamailio)
+APT_PACKAGES=(sip-tester baresip espeak-ng kamailio iptables iproute2)
 
 serve=1
 if [ "${1:-}" = "--no-serve" ]; then

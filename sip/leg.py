@@ -152,6 +152,9 @@ class Leg:
             return
         self.state = LegState.ENDED
         self.end_cause = cause
+        # The UA keeps an ended leg 64*T1 for a crossing BYE; the handler (a bound method of the engine's Call) would
+        # keep the whole call - media session, timeline, webhooks' params - alive and in the GC's heap that long.
+        self.offer_handler = None
         self.log.info("leg_ended", kind=cause.kind, status=cause.status, reason=cause.reason, by=cause.by)
         self._emit(Ended(cause))
         self.ended.set()

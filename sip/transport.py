@@ -136,6 +136,12 @@ class TransportSet:
         return None
 
     def send(self, wire: bytes, dest: Address) -> None:
+        if not 0 < dest.port < 65536:
+            # A peer's Via or Contact may name any number; asyncio's datagram transport treats the OverflowError of
+            # such a sendto as fatal and closes the listening socket: one datagram would make us deaf.
+            self.stats.send_errors += 1
+            log.info("sip_send_bad_port", dest=str(dest))
+            return
         if dest.transport == "udp":
             if not self._udp:
                 self.stats.send_errors += 1

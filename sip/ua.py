@@ -401,6 +401,9 @@ class UserAgent:
         try:
             NameAddr.parse(request.headers.get("From") or "")
             NameAddr.parse(request.headers.get("To") or "")
+            contact = request.headers.get("Contact")
+            if contact:  # the dialog's remote target (Dialog.from_uas): refused here, not when we first answer
+                NameAddr.parse(contact)
         except ValueError as exc:
             self.respond(tx, request, 400, f"Bad Request - {exc}"[:120])
             return

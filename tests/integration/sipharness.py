@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import re
 import shutil
 import socket
@@ -77,15 +78,26 @@ def free_port() -> int:
 
 
 def free_port_block(n: int = 4) -> int:
-    """First of `n` consecutive ports free on UDP and TCP (SIPp's -mp uses the port and the ones above it)."""
-    for _ in range(200):
-        base = free_port()
-        if base + n > 65535:
+    """First of `n` consecutive ports free on UDP and TCP (SIPp's -mp uses the port and the ones above it; an engine's
+    RTP range). Searched below the kernel's ephemeral range first: after a long run, the ephemeral range is dotted
+    with sockets in TIME_WAIT and other tests' clients, and a block of hundreds is rarely free there."""
+    low = _ephemeral_start()
+    for _ in range(400):
+        base = random.randrange(10000, low - n) if low - n > 10000 else free_port()
+        if base + n > 65535 or base in _handed_out:
             continue
-        if all(p not in _handed_out and _free_on_both(p) for p in range(base + 1, base + n)):
+        if all(p not in _handed_out and _free_on_both(p) for p in range(base, base + n)):
             _handed_out.update(range(base, base + n))
             return base
     raise RuntimeError(f"no block of {n} free ports found")
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel hands out for port-0 binds and outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _listening(port: int, transport: str) -> bool:

@@ -189,6 +189,7 @@ async def test_parallel_ringing_first_answer_wins_the_other_is_cancelled(tmp_pat
         for sipp in (ringing, answering):
             result = await sipp.wait(10)
             assert result.returncode == 0, result.describe()  # the loser got CANCEL and ACKed 487
+        await env.app.wait_for("/dial-events", count=2, timeout=5)
         events = [r.params["DialAction"] for r in env.app.requests_to("/dial-events")]
         assert events.count("answer") == 1 and events.count("hangup") == 1  # no callback for the LOSE_RACE leg
 

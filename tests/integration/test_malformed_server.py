@@ -191,3 +191,19 @@ async def _send_and_probe(payload: bytes) -> None:
         for leg in ua.legs:
             await leg.hangup()
         await ua.stop()
+
+
+async def test_a_via_port_out_of_range_does_not_close_the_udp_listener() -> None:
+    """Found by tests/reliability (long fuzz run): a response routed to `Via: ...:99999` without rport made asyncio's
+    datagram transport raise OverflowError, which it treats as fatal: it closed the socket and the UA went deaf."""
+    ua = await start_ua()
+    try:
+        for port in (99999, 65536, 0):
+            evil = options(ua.port("udp"), port, f"evil{port}").replace(b";rport", b"")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(evil, ("127.0.0.1", ua.port("udp")))
+            await asyncio.sleep(0.05)
+        assert await alive_over_udp(ua, "after-evil")
+        assert ua.transports.stats.send_errors == 3
+    finally:
+        await ua.stop()

@@ -437,3 +437,40 @@ async def test_rendered_logs_at_debug_hold_no_secret(
     assert any(line["event"] == "webhook.callback_queued" for line in lines)
     for secret in (TOKEN, "app-pass-77", "app-query-secret"):
         assert secret not in err
+
+
+# --- reliability fixes (docs/reliability.md) -----------------------------------------------------------------
+
+
+async def test_a_callback_is_in_the_outbox_held_while_it_is_tried_so_a_kill_cannot_lose_it(
+    app: WebApp, webhooks: Webhooks, store: Store
+) -> None:
+    app.route("/hangup", "ok")
+    app.hang("/hangup")  # the first attempt hangs: look at the database meanwhile
+    task = asyncio.ensure_future(webhooks.post_callback(app.url("/hangup"), "POST", {"CallStatus": "completed"},
+                                                        session_params=SESSION, kind="hangup"))
+    await app.wait_for("/hangup", timeout=5)
+    [held] = await store.held()
+    assert held.kind == "hangup" and held.params["CallStatus"] == "completed"
+    assert await store.due() == [] and await store.depth() == 0  # the outbox worker leaves it alone
+    app.hang("/hangup", False)
+    assert await task  # the hung request is released with 503, the retry is answered
+    assert await store.held() == [] and await store.due() == []
+
+
+async def test_a_response_body_over_the_cap_fails_the_request_without_reading_it_all(
+    app: WebApp, store: Store
+) -> None:
+    app.route("/big", b"<Response>" + b"<Speak>x</Speak>" * 20_000)  # 320 KB
+    small = Webhooks(TOKEN, store=store, settings=WebhookSettings(max_response_bytes=100_000, fetch_backoff=0.01))
+    try:
+        with pytest.raises(WebhookError) as caught:
+            await small.request(app.url("/big"), "POST", {})
+        assert "larger than 100000 bytes" in str(caught.value)
+        with pytest.raises(WebhookError) as caught:
+            await small.fetch_xml(app.url("/big"), "POST", {}, session_params=SESSION)
+        assert len(caught.value.errors) == 3 and all("larger than" in e for e in caught.value.errors)
+        app.route("/ok", "<Response/>")
+        assert (await small.request(app.url("/ok"), "POST", {})).content == b"<Response/>"
+    finally:
+        await small.close()
