@@ -13,6 +13,7 @@ This module must not read config or decide what to log; it only shapes and guard
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -57,8 +58,12 @@ def clear_secrets() -> None:
 
 
 def _is_secret_key(key: object) -> bool:
-    if not isinstance(key, str):
-        return False
+    return isinstance(key, str) and _is_secret_name(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_name(key: str) -> bool:
+    """Cached: events use a few dozen distinct keys, and this runs for every key of every event."""
     name = key.lower().replace("_", "-")
     return name in _SECRET_KEY_NAMES or any(part in name for part in _SECRET_KEY_PARTS)
 
@@ -79,8 +84,15 @@ def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: secret-named keys become ``***``; registered secret values are cut out."""
+    text = _secret_text
     for key, value in event_dict.items():
-        event_dict[key] = REDACTED if _is_secret_key(key) else _redact(value)
+        if _is_secret_key(key):
+            event_dict[key] = REDACTED
+        elif type(value) is str:  # the common case, inline
+            if text is not None:
+                event_dict[key] = text.sub(REDACTED, value)
+        elif not isinstance(value, int | float | bool | None):
+            event_dict[key] = _redact(value)
     return event_dict
 
 

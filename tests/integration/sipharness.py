@@ -79,11 +79,13 @@ def free_port() -> int:
 
 def free_port_block(n: int = 4) -> int:
     """First of `n` consecutive ports free on UDP and TCP (SIPp's -mp uses the port and the ones above it; an engine's
-    RTP range). Searched below the kernel's ephemeral range first: after a long run, the ephemeral range is dotted
-    with sockets in TIME_WAIT and other tests' clients, and a block of hundreds is rarely free there."""
+    RTP range). Blocks of 100 and more are searched below the kernel's ephemeral range: after a long run, the
+    ephemeral range is dotted with sockets in TIME_WAIT and other tests' clients, and a block of hundreds is rarely
+    free there; smaller blocks stay in the ephemeral range, so they never fragment the low one."""
     low = _ephemeral_start()
+    large = n >= 100 and low - n > 10000
     for _ in range(400):
-        base = random.randrange(10000, low - n) if low - n > 10000 else free_port()
+        base = random.randrange(10000, low - n) if large else free_port()
         if base + n > 65535 or base in _handed_out:
             continue
         if all(p not in _handed_out and _free_on_both(p) for p in range(base, base + n)):
