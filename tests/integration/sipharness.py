@@ -85,10 +85,15 @@ def free_port_block(n: int = 4) -> int:
     low = _ephemeral_start()
     large = n >= 100 and low - n > 10000
     for _ in range(400):
-        base = random.randrange(10000, low - n) if large else free_port()
-        if base + n > 65535 or base in _handed_out:
+        if large:
+            base = random.randrange(10000, low - n)
+            if base in _handed_out or not _free_on_both(base):
+                continue
+        else:
+            base = free_port()  # free on both, and already counted as handed out
+        if base + n > 65535:
             continue
-        if all(p not in _handed_out and _free_on_both(p) for p in range(base, base + n)):
+        if all(p not in _handed_out and _free_on_both(p) for p in range(base + 1, base + n)):
             _handed_out.update(range(base, base + n))
             return base
     raise RuntimeError(f"no block of {n} free ports found")
