@@ -73,25 +73,29 @@ class Admission:
             self.draining = True
             log.info("admission_draining", retry_after=self.drain_retry_after)
 
-    def admit(self) -> tuple[bool, int]:
-        """``(True, 0)`` and the call counted against max_cps, or ``(False, retry_after_seconds)``."""
-        decision = self.decide()
+    def admit(self, calls: int = 1) -> tuple[bool, int]:
+        """``(True, 0)`` and the calls counted against max_cps, or ``(False, retry_after_seconds)``."""
+        decision = self.decide(calls)
         return decision.ok, decision.retry_after
 
-    def decide(self) -> Decision:
-        """Like ``admit`` with the reason of a refusal (``draining``, ``max_calls``, ``max_cps``)."""
+    def decide(self, calls: int = 1) -> Decision:
+        """Like ``admit`` with the reason of a refusal (``draining``, ``max_calls``, ``max_cps``). ``calls`` > 1
+        (a REST request to several destinations) is all or nothing: admitted only if every one of them fits."""
         if self.draining:
             return self._reject("draining", self.drain_retry_after)
-        if self.live() >= self.max_calls:
+        if self.live() + calls > self.max_calls:
             return self._reject("max_calls", self.busy_retry_after)
         now = self.clock()
         window = self._window
         while window and window[0] <= now - 1.0:
             window.popleft()
-        if len(window) >= self.max_cps:
-            return self._reject("max_cps", max(1, math.ceil(window[0] + 1.0 - now)))
-        window.append(now)
-        self.admitted += 1
+        if len(window) + calls > self.max_cps:
+            # the oldest admissions that must leave the window before `calls` more fit (1 s for more than max_cps)
+            leaving = len(window) + calls - self.max_cps
+            until = window[leaving - 1] + 1.0 if leaving <= len(window) else now + 1.0
+            return self._reject("max_cps", max(1, math.ceil(until - now)))
+        window.extend([now] * calls)
+        self.admitted += calls
         return ADMITTED
 
     def _reject(self, reason: str, retry_after: int) -> Decision:

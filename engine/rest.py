@@ -161,10 +161,12 @@ class RestApi:
         admission = getattr(self.engine, "admission", None)
         if admission is None:
             return
-        for _ in range(calls):
-            ok, retry_after = admission.admit()
-            if not ok:
-                raise ApiError(429, "too many calls: try again later", retry_after=retry_after)
+        if calls > min(admission.max_calls, admission.max_cps):
+            raise ApiError(400, f"{calls} destinations: more than [limits] allows at once "
+                                f"(max_calls {admission.max_calls}, max_cps {admission.max_cps})")
+        ok, retry_after = admission.admit(calls)  # all or nothing: no half-placed request
+        if not ok:
+            raise ApiError(429, "too many calls: try again later", retry_after=retry_after)
 
     # -- read -----------------------------------------------------------------------------------------------------
     async def _list(self, request: web.Request) -> web.StreamResponse:

@@ -108,6 +108,10 @@ async def test_max_calls_rejects_a_second_call_with_503_and_the_first_goes_on(tm
             form = {"from": "15550001111", "to": "15550002222", "answer_url": env.app.url("/answer")}
             async with session.post(f"{env.engine.base_url}/v1/Account/{AUTH_ID}/Call/", data=form) as response:
                 assert response.status == 429 and response.headers["Retry-After"] == "5"
+            # Several destinations are admitted all or nothing; more than the limits allow at once is a 400.
+            form["to"] = "15550002222<15550003333"
+            async with session.post(f"{env.engine.base_url}/v1/Account/{AUTH_ID}/Call/", data=form) as response:
+                assert response.status == 400 and "max_calls 1" in (await response.json())["error"]
 
         await asyncio.wait_for(phone.ended.wait(), 15)
         assert phone.end_cause.kind == "bye" and phone.end_cause.by == "remote"  # the engine's BYE at end of XML

@@ -79,3 +79,18 @@ def test_draining_refuses_everything_with_the_drain_retry_after() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Admission(0, 1)
+
+
+def test_several_calls_are_admitted_all_or_nothing() -> None:
+    clock = Clock()
+    live = [0]
+    adm = Admission(5, 4, live=lambda: live[0], clock=clock)
+    assert adm.admit(3) == (True, 0)
+    assert adm.admitted == 3
+    assert adm.decide(2).reason == "max_cps"  # 3 + 2 > 4 in this second: none of the 2 is counted
+    assert adm.admitted == 3 and adm.admit(1) == (True, 0)
+    clock.now += 1.0
+    live[0] = 4
+    assert adm.decide(2).reason == "max_calls"  # 4 live + 2 > 5
+    live[0] = 3
+    assert adm.admit(2) == (True, 0) and adm.admitted == 6
