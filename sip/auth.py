@@ -123,24 +123,34 @@ def _choose_qop(offered: tuple[str, ...]) -> str | None:
 # Header grammar: `Digest` 1*SP #auth-param, auth-param = token "=" ( token / quoted-string )
 
 _WS = " \t\r\n"
-_TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+# Scanners for the loops below (character by character they cost ~24 us per typical Authorization header; with these
+# and `_PARAM_FAST_RE` ~6 us): each matches exactly the characters the loop it replaces accepted.
+_SKIP_RE = {_WS: re.compile(r"[ \t\r\n]*"), _WS + ",": re.compile(r"[ \t\r\n,]*")}
+_TOKEN_SCAN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]*")
+_BARE_SCAN_RE = re.compile(r"[^ \t\r\n,]*")
 
 
 def _skip(text: str, pos: int, chars: str) -> int:
+    scan = _SKIP_RE.get(chars)
+    if scan is not None:
+        return scan.match(text, pos).end()  # type: ignore[union-attr]  # '*' always matches
     while pos < len(text) and text[pos] in chars:
         pos += 1
     return pos
 
 
 def _read_token(text: str, pos: int) -> tuple[str, int]:
-    end = pos
-    while end < len(text) and text[end] in _TCHARS:
-        end += 1
+    end = _TOKEN_SCAN_RE.match(text, pos).end()  # type: ignore[union-attr]  # '*' always matches
     return text[pos:end], end
 
 
 def _read_quoted(text: str, pos: int, key: str) -> tuple[str, int]:
     """`text[pos]` is the opening quote; returns the unescaped content and the index after the closing one."""
+    end = text.find('"', pos + 1)
+    if end >= 0 and text.find("\\", pos + 1, end) < 0:  # no escapes: the content is the slice
+        return text[pos + 1:end], end + 1
     out: list[str] = []
     i = pos + 1
     while i < len(text):
@@ -158,19 +168,38 @@ def _read_quoted(text: str, pos: int, key: str) -> tuple[str, int]:
 
 def _read_bare(text: str, pos: int, key: str) -> tuple[str, int]:
     """An unquoted value runs to the next comma or whitespace (tolerates '/', '=' etc. some peers send)."""
-    end = pos
-    while end < len(text) and text[end] not in _WS and text[end] != ",":
-        if text[end] == '"':
-            raise AuthError(f"stray quote in unquoted value of parameter {key!r}")
-        end += 1
+    end = _BARE_SCAN_RE.match(text, pos).end()  # type: ignore[union-attr]  # '*' always matches
+    if text.find('"', pos, end) >= 0:
+        raise AuthError(f"stray quote in unquoted value of parameter {key!r}")
     if end == pos:
         raise AuthError(f"parameter {key!r} has an empty value")
     return text[pos:end], end
 
 
+# One well-formed 'name = "quoted without escapes"' or 'name = bare' element and the separators before it: the usual
+# shape of every element, parsed by `_parse_params` in one step; anything else goes through the loop.
+_PARAM_FAST_RE = re.compile(
+    r"[ \t\r\n,]*([!#$%&'*+\-.^_`|~0-9a-zA-Z]+)[ \t\r\n]*=[ \t\r\n]*"
+    r"(?:\"([^\"\\]*)\"|([^ \t\r\n,\"]+))[ \t\r\n]*(?=,|\Z)"
+)
+
+
 def _parse_params(text: str) -> dict[str, str]:
     """'a="x, y", b=tok' -> {'a': 'x, y', 'b': 'tok'}; names lower-cased, empty list elements ignored."""
     params: dict[str, str] = {}
+    pos = 0
+    match = _PARAM_FAST_RE.match
+    while (m := match(text, pos)) is not None:
+        key, quoted, bare = m.groups()
+        name = key.lower()
+        if name in params:
+            break
+        params[name] = bare if quoted is None else quoted
+        pos = m.end()
+    else:
+        if _skip(text, pos, _WS + ",") >= len(text):
+            return params
+    params = {}
     pos = 0
     while True:
         pos = _skip(text, pos, _WS + ",")

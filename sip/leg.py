@@ -125,12 +125,40 @@ class Leg:
         self.remote_sdp: str | None = None
         self.end_cause: EndCause | None = None
         self.events: asyncio.Queue[LegEvent] = asyncio.Queue()
-        self.ended = asyncio.Event()
+        # `ended` and `acked` are asyncio Events made on first use: most callers never wait on them, and an ended
+        # leg stays referenced by the UA for 64*T1, so two Events (and their waiter deques) per leg would sit in the
+        # collector's heap that long for nothing.
+        self._ended_event: asyncio.Event | None = None
+        self._acked = False
+        self._acked_event: asyncio.Event | None = None
         self._bye_after_ack = False  # hangup() came before the ACK for our 2xx: BYE when it arrives
         # Answers re-offers (hold/unhold, codec change) when set, e.g. by the media session; returns our SDP or
         # raises ValueError (-> 488). Unset: the direction is mirrored into our last SDP (sip.sdp_direction).
         self.offer_handler: Callable[[str], str] | None = None
         self.log: Any = structlog.get_logger("sip.leg").bind(call_id=self.call_id, direction=self.direction)
+
+    @property
+    def ended(self) -> asyncio.Event:
+        """Set once the leg has ended (after `Ended` was queued on `events`)."""
+        if self._ended_event is None:
+            self._ended_event = asyncio.Event()
+            if self.state is LegState.ENDED and self.end_cause is not None:
+                self._ended_event.set()
+        return self._ended_event
+
+    @property
+    def acked(self) -> asyncio.Event:
+        """Set once the ACK for the 2xx is in (inbound: received; outbound: sent)."""
+        if self._acked_event is None:
+            self._acked_event = asyncio.Event()
+            if self._acked:
+                self._acked_event.set()
+        return self._acked_event
+
+    def _set_acked(self) -> None:
+        self._acked = True
+        if self._acked_event is not None:
+            self._acked_event.set()
 
     @property
     def headers(self) -> Headers:
@@ -157,7 +185,8 @@ class Leg:
         self.offer_handler = None
         self.log.info("leg_ended", kind=cause.kind, status=cause.status, reason=cause.reason, by=cause.by)
         self._emit(Ended(cause))
-        self.ended.set()
+        if self._ended_event is not None:
+            self._ended_event.set()
         self.ua._leg_ended(self)
 
     # -- in-dialog behaviour common to both directions ------------------------------------------------------------
@@ -234,12 +263,10 @@ class Leg:
         """ACK to our 2xx (no transaction)."""
         if request.body and self.remote_sdp is None:
             self.remote_sdp = request.body.decode("utf-8", "replace")
-        self.acked.set()
+        self._set_acked()
         if self._bye_after_ack:
             self._bye_after_ack = False
             self._send_bye()
-
-    acked: asyncio.Event
 
     def _on_ack_timeout(self) -> None:
         self.log.warning("ack_timeout")
@@ -284,7 +311,6 @@ class InboundLeg(Leg):
         tx.owner = self
         self.local_tag = local_tag
         self.authenticated_user = authenticated_user
-        self.acked = asyncio.Event()
         self.remote_sdp = invite.body.decode("utf-8", "replace") if invite.body else None
 
     def _dialog(self) -> Dialog:
@@ -353,7 +379,7 @@ class InboundLeg(Leg):
         if self.state is LegState.ENDED:
             return
         if self.state is LegState.ANSWERED:
-            if self.acked.is_set():
+            if self._acked:
                 self._send_bye()
             else:
                 # RFC 3261 §15: no BYE before the ACK for our 2xx. It goes out when the ACK arrives, or when the ACK
@@ -387,7 +413,6 @@ class OutboundLeg(Leg):
         self.auth_attempts = 0
         self.tx: ClientTransaction | None = None
         self.local_sdp = invite.body.decode("utf-8", "replace") if invite.body else None
-        self.acked = asyncio.Event()
         self._ack_wire: bytes | None = None
         self._cancel_pending = False
         self._cancelled = False
@@ -459,7 +484,7 @@ class OutboundLeg(Leg):
         ack = dialog.request("ACK", via=self.ua.via(self.peer.transport), headers=ack_headers,
                              cseq=invite.cseq[0])
         self._ack_wire = self.ua.send_stateless(ack, self._next_hop_address(dialog))
-        self.acked.set()
+        self._set_acked()
         if self._cancelled or self.state is LegState.ENDED:
             # The 2xx crossed our CANCEL (or we gave up): the call must not stay up.
             self._send_bye()

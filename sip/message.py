@@ -151,10 +151,12 @@ def split_header_values(value: str) -> list[str]:
     return [part for part in (p.strip() for p in _split_unquoted_angle(value)) if part]
 
 
-# A header as stored: (name, value), or the [name, value] list `str.split` gives the parser (no tuple is rebuilt per
-# header on the hot path). Only ever read by unpacking or indexing; replaced, never mutated in place.
-_Item = tuple[str, str] | list[str]
-_Items = list[tuple[str, str]] | list[list[str]] | list[_Item]
+# A header as stored: (name, value); the parser's tuples come from `str.split` (typed tuple[str, ...]). Only ever read
+# by unpacking or indexing; replaced, never mutated in place. Tuples rather than the lists `str.split` returns: a
+# tuple of two strings leaves the garbage collector's lists at its first collection, a list is scanned at every
+# full collection for as long as the message lives (a transaction or an ended leg keeps its request 32 s).
+_Item = tuple[str, str] | tuple[str, ...]
+_Items = list[tuple[str, str]] | list[tuple[str, ...]] | list[_Item]
 
 
 class Headers:
@@ -523,7 +525,7 @@ _ODD_SPACE_RE = re.compile(r" (?:\r\n| )")
 def _parse_fast(data: bytes, head_end: int, stream: bool, validate: bool) -> Request | Response:
     """The common case only; raises `_NotFast` (never SipParseError before `_finish`) for anything else.
 
-    Per header line the work is one `str.split` (the [name, value] list it returns is stored as is) and one dict
+    Per header line the work is one `str.split` (the [name, value] it returns is stored as a tuple) and one dict
     membership test; whole-section scans (memchr for CR, LF and TAB, one regex for stray spaces, one set comparison
     for "every name is valid and already canonical") replace per-line checks.
     """
@@ -562,15 +564,15 @@ def _parse_fast(data: bytes, head_end: int, stream: bool, validate: bool) -> Req
         status = 0
         reason = ""
 
-    items = [line.split(": ", 1) for line in lines]
+    items = [tuple(line.split(": ", 1)) for line in lines]
     try:
         first, dup, extra = _index(items)
-    except ValueError:  # a line without ': ' (a one-element list)
+    except ValueError:  # a line without ': ' (a one-element tuple)
         raise _NotFast from None
     canonical = first.keys() <= _SELF_NAMES
     if not canonical:  # compact forms, other spellings, extension names not seen before, invalid names (give up)
         names = _WIRE_NAMES
-        renamed = [[names[item[0]], item[1]] for item in items]
+        renamed: list[tuple[str, ...]] = [(names[item[0]], item[1]) for item in items]
         canonical = [item[0] for item in renamed] == [item[0] for item in items]
         items = renamed
         first, dup, extra = _index(items)
@@ -591,7 +593,7 @@ def _parse_fast(data: bytes, head_end: int, stream: bool, validate: bool) -> Req
     return msg
 
 
-def _index(items: list[list[str]]) -> tuple[dict[str, str], str | None, list[str] | None]:
+def _index(items: list[tuple[str, ...]]) -> tuple[dict[str, str], str | None, list[str] | None]:
     """First value of each name, the first duplicated single-value name, the values of Contact lines after the
     first. Raises ValueError on an item that is not a pair."""
     first: dict[str, str] = {}

@@ -11,6 +11,11 @@ What does not live here: sockets, clocks, dialogs. Time comes in as `now`; what 
 
 Also here, because it is timer-driven and matched like a transaction: the UAS core's retransmission of a 2xx to
 an INVITE until its ACK arrives (RFC 3261 §13.3.1.4), `AckWait`.
+
+Timers: one heap of (deadline, timer id) for the whole layer, and a dict from the ids of the armed timers to their
+owner and name. Stopping a timer deletes its id from the dict; its heap entry stays until it comes due and is then
+skipped, but holds no reference, so a stopped 64*T1 timer (B, F, H) never keeps its transaction, request and TU
+object alive after the transaction ended.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
@@ -58,26 +64,47 @@ class State(Enum):
 
 S = State
 Row = tuple[State, tuple[str, ...]]
+Action = Callable[[Any, float, "Request | Response | None"], None]
 
 
 class Transaction:
     """State, timers and the action vocabulary shared by all four transaction kinds."""
 
+    __slots__ = ("layer", "key", "_request", "peer", "state", "timers", "intervals", "retransmissions",
+                 "last_response", "_wire", "owner")
+
     TABLE: ClassVar[dict[tuple[State, str], Row]] = {}
     INITIAL: ClassVar[State]
+    # TABLE with the action names resolved to the methods once per class (no getattr per event).
+    _ROWS: ClassVar[dict[tuple[State, str], tuple[State, tuple[Action, ...]]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._ROWS = {
+            key: (state, tuple(getattr(cls, "_" + name) for name in actions))
+            for key, (state, actions) in cls.TABLE.items()
+        }
 
     def __init__(self, layer: TransactionLayer, key: tuple[str, ...], request: Request, peer: Address) -> None:
         self.layer = layer
         self.key = key
-        self.request = request
+        self._request: Request | None = request
         self.peer = peer
         self.state = self.INITIAL
-        self.timers: dict[str, float] = {}
+        self.timers: dict[str, int] = {}  # armed timer name -> its id in the layer
         self.intervals: dict[str, float] = {}
         self.retransmissions = 0
         self.last_response: Response | None = None
         self._wire: bytes = b""
         self.owner: Any = None  # the TU object this transaction belongs to (a Leg, say); the layer never reads it
+
+    @property
+    def request(self) -> Request:
+        """The request that created the transaction; gone once the transaction only absorbs retransmissions
+        (`_release`)."""
+        if self._request is None:
+            raise RuntimeError(f"{self!r} no longer keeps its request")
+        return self._request
 
     @property
     def reliable(self) -> bool:
@@ -89,26 +116,32 @@ class Transaction:
 
     def fire(self, event: str, now: float, message: Request | Response | None = None) -> bool:
         """Apply one event; return False when the table has no row for it (the event is absorbed)."""
-        row = self.TABLE.get((self.state, event))
+        row = self._ROWS.get((self.state, event))
         if row is None:
             return False
         self.state, actions = row
         for action in actions:
-            getattr(self, "_" + action)(now, message)
+            action(self, now, message)
         if self.state is State.TERMINATED:
-            self.timers.clear()
+            timers = self.timers
+            if timers:
+                self.layer._cancel_timers(timers.values())
+                timers.clear()
             self.layer._forget(self)
         return True
 
     # -- timer plumbing --------------------------------------------------------------------------------------------
     def _arm(self, name: str, now: float, interval: float) -> None:
         self.intervals[name] = interval
-        deadline = now + interval
-        self.timers[name] = deadline
-        self.layer._schedule(deadline, self, name)
+        old = self.timers.get(name)
+        if old is not None:
+            self.layer._cancel_timers((old,))
+        self.timers[name] = self.layer._schedule(now + interval, self, name)
 
     def _stop(self, name: str) -> None:
-        self.timers.pop(name, None)
+        timer = self.timers.pop(name, None)
+        if timer is not None:
+            self.layer._cancel_timers((timer,))
 
     # -- actions shared by several tables ---------------------------------------------------------------------------
     def _send(self, now: float, message: Request | Response | None) -> None:
@@ -131,12 +164,22 @@ class Transaction:
     def _timeout(self, now: float, message: Request | Response | None) -> None:
         self.layer._event(TransactionTimedOut(self))  # type: ignore[arg-type]
 
+    def _release(self, now: float, message: Request | Response | None) -> None:
+        """Keep only what absorbing retransmissions needs (key, peer, the bytes last sent): a server transaction
+        lingers 64*T1 after its final response, and would otherwise keep the request, the response and the TU
+        object (a leg, its dialog and everything they reference) alive and in the collector's heap that long."""
+        self._request = None
+        self.last_response = None
+        self.owner = None
+
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.request.method} {self.key[0]} {self.state.value}>"
+        return f"<{type(self).__name__} {self.key[-1]} {self.key[0]} {self.state.value}>"
 
 
 class ClientTransaction(Transaction):
     """Sends a request and matches its responses. Events: '1xx', '2xx', 'final' (300-699), timer names."""
+
+    __slots__ = ()
 
     def start(self, now: float) -> None:
         raise NotImplementedError
@@ -148,6 +191,8 @@ class ClientTransaction(Transaction):
 
 
 class ClientInviteTransaction(ClientTransaction):
+    __slots__ = ()
+
     INITIAL = S.CALLING
     TABLE = {
         (S.CALLING, "timer_A"): (S.CALLING, ("resend", "double_A")),
@@ -190,6 +235,8 @@ class ClientInviteTransaction(ClientTransaction):
 
 
 class ClientNonInviteTransaction(ClientTransaction):
+    __slots__ = ()
+
     INITIAL = S.TRYING
     TABLE = {
         (S.TRYING, "timer_E"): (S.TRYING, ("resend", "double_E")),
@@ -229,6 +276,8 @@ class ServerTransaction(Transaction):
     """Absorbs request retransmissions and sends the TU's responses. Events: 'request', 'ack', 'send_1xx',
     'send_2xx', 'send_final', timer names."""
 
+    __slots__ = ()
+
     def respond(self, response: Response, now: float) -> None:
         status = response.status
         event = "send_1xx" if status < 200 else ("send_2xx" if status < 300 else "send_final")
@@ -237,11 +286,13 @@ class ServerTransaction(Transaction):
 
 
 class ServerInviteTransaction(ServerTransaction):
+    __slots__ = ()
+
     INITIAL = S.PROCEEDING
     TABLE = {
         (S.PROCEEDING, "request"): (S.PROCEEDING, ("resend",)),
         (S.PROCEEDING, "send_1xx"): (S.PROCEEDING, ("send",)),
-        (S.PROCEEDING, "send_2xx"): (S.ACCEPTED, ("send", "start_L", "await_ack")),
+        (S.PROCEEDING, "send_2xx"): (S.ACCEPTED, ("send", "start_L", "await_ack", "release")),
         (S.PROCEEDING, "send_final"): (S.COMPLETED, ("send", "start_GH")),
         (S.ACCEPTED, "request"): (S.ACCEPTED, ()),  # AckWait retransmits the 2xx; the INVITE copy is absorbed
         (S.ACCEPTED, "timer_L"): (S.TERMINATED, ()),
@@ -276,15 +327,17 @@ class ServerInviteTransaction(ServerTransaction):
 
 
 class ServerNonInviteTransaction(ServerTransaction):
+    __slots__ = ()
+
     INITIAL = S.TRYING
     TABLE = {
         (S.TRYING, "send_1xx"): (S.PROCEEDING, ("send",)),
-        (S.TRYING, "send_2xx"): (S.COMPLETED, ("send", "start_J")),
-        (S.TRYING, "send_final"): (S.COMPLETED, ("send", "start_J")),
+        (S.TRYING, "send_2xx"): (S.COMPLETED, ("send", "start_J", "release")),
+        (S.TRYING, "send_final"): (S.COMPLETED, ("send", "start_J", "release")),
         (S.PROCEEDING, "request"): (S.PROCEEDING, ("resend",)),
         (S.PROCEEDING, "send_1xx"): (S.PROCEEDING, ("send",)),
-        (S.PROCEEDING, "send_2xx"): (S.COMPLETED, ("send", "start_J")),
-        (S.PROCEEDING, "send_final"): (S.COMPLETED, ("send", "start_J")),
+        (S.PROCEEDING, "send_2xx"): (S.COMPLETED, ("send", "start_J", "release")),
+        (S.PROCEEDING, "send_final"): (S.COMPLETED, ("send", "start_J", "release")),
         (S.COMPLETED, "request"): (S.COMPLETED, ("resend",)),
         (S.COMPLETED, "timer_J"): (S.TERMINATED, ()),
     }
@@ -299,6 +352,8 @@ class AckWait:
     Retransmits on every transport: the 2xx is end-to-end and a hop behind a proxy may be UDP.
     """
 
+    __slots__ = ("key", "response", "peer", "wire", "interval", "next_at", "give_up_at", "timer")
+
     def __init__(self, key: tuple[str, int], response: Response, peer: Address) -> None:
         self.key = key
         self.response = response
@@ -307,6 +362,7 @@ class AckWait:
         self.interval = 0.0
         self.next_at = 0.0
         self.give_up_at = 0.0
+        self.timer = -1  # id of the armed retransmission timer
 
 
 class TransactionLayer:
@@ -317,7 +373,8 @@ class TransactionLayer:
         self._client: dict[tuple[str, ...], ClientTransaction] = {}
         self._server: dict[tuple[str, ...], ServerTransaction] = {}
         self._acks: dict[tuple[str, int], AckWait] = {}
-        self._heap: list[tuple[float, int, object, str]] = []
+        self._heap: list[tuple[float, int]] = []  # (deadline, timer id); ids not in _armed were stopped
+        self._armed: dict[int, tuple[Transaction | AckWait, str]] = {}
         self._seq = itertools.count()
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[TuEvent] = []
@@ -335,24 +392,27 @@ class TransactionLayer:
 
     def next_deadline(self) -> float | None:
         heap = self._heap
+        armed = self._armed
         while heap:
-            deadline, _, owner, name = heap[0]
-            if self._is_live(deadline, owner, name):
+            deadline, timer = heap[0]
+            if timer in armed:
                 return deadline
             heapq.heappop(heap)
         return None
 
     def handle_timers(self, now: float) -> list[TuEvent]:
         heap = self._heap
+        armed = self._armed
         while heap and heap[0][0] <= now:
-            deadline, _, owner, name = heapq.heappop(heap)
-            if not self._is_live(deadline, owner, name):
+            _, timer = heapq.heappop(heap)
+            entry = armed.pop(timer, None)
+            if entry is None:
                 continue
+            owner, name = entry
             if isinstance(owner, AckWait):
                 self._ack_timer(owner, now)
             else:
-                assert isinstance(owner, Transaction)
-                owner.timers.pop(name, None)
+                del owner.timers[name]
                 owner.fire(name, now)
         return self.events()
 
@@ -414,7 +474,9 @@ class TransactionLayer:
                     self.absorbed += 1
                 return
             wait = self._acks.pop((request.call_id, request.cseq[0]), None)
-            if wait is None and invite_tx is not None:
+            if wait is not None:
+                self._armed.pop(wait.timer, None)
+            elif invite_tx is not None:
                 self.absorbed += 1  # a duplicate ACK to a 2xx already acknowledged
                 return
             self._events.append(RequestReceived(request, source, None))
@@ -453,14 +515,17 @@ class TransactionLayer:
     def _event(self, event: TuEvent) -> None:
         self._events.append(event)
 
-    def _schedule(self, deadline: float, owner: object, name: str) -> None:
-        heapq.heappush(self._heap, (deadline, next(self._seq), owner, name))
+    def _schedule(self, deadline: float, owner: Transaction | AckWait, name: str) -> int:
+        """Arm a timer; returns its id (for `_cancel_timers`)."""
+        timer = next(self._seq)
+        heapq.heappush(self._heap, (deadline, timer))
+        self._armed[timer] = (owner, name)
+        return timer
 
-    def _is_live(self, deadline: float, owner: object, name: str) -> bool:
-        if isinstance(owner, AckWait):
-            return self._acks.get(owner.key) is owner and owner.next_at == deadline
-        assert isinstance(owner, Transaction)
-        return owner.timers.get(name) == deadline
+    def _cancel_timers(self, timers: Iterable[int]) -> None:
+        armed = self._armed
+        for timer in timers:
+            armed.pop(timer, None)
 
     def _forget(self, tx: Transaction) -> None:
         if isinstance(tx, ClientTransaction):
@@ -474,8 +539,11 @@ class TransactionLayer:
         wait.interval = self.config.t1
         wait.next_at = now + wait.interval
         wait.give_up_at = now + 64 * self.config.t1
+        old = self._acks.get(wait.key)
+        if old is not None:
+            self._armed.pop(old.timer, None)
         self._acks[wait.key] = wait
-        self._schedule(wait.next_at, wait, "2xx")
+        wait.timer = self._schedule(wait.next_at, wait, "2xx")
 
     def _ack_timer(self, wait: AckWait, now: float) -> None:
         if now >= wait.give_up_at:
@@ -485,7 +553,7 @@ class TransactionLayer:
         self.resend(wait.wire, wait.peer)
         wait.interval = min(2 * wait.interval, self.config.t2)
         wait.next_at = min(now + wait.interval, wait.give_up_at)
-        self._schedule(wait.next_at, wait, "2xx")
+        wait.timer = self._schedule(wait.next_at, wait, "2xx")
 
 
 def server_key(request: Request, method: str) -> tuple[str, ...]:

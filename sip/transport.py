@@ -20,6 +20,7 @@ from .message import SipParseError, StreamFramer
 log = structlog.get_logger("sip.transport")
 
 MessageHandler = Callable[[bytes, Address], None]
+_MAX_SOURCES = 4096
 
 
 @dataclass(slots=True)
@@ -37,6 +38,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, owner: TransportSet) -> None:
         self.owner = owner
         self.transport: asyncio.DatagramTransport | None = None
+        # One Address per peer (they are immutable), not one per datagram; cleared when a flood of sources fills it.
+        self._sources: dict[object, Address] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -47,7 +50,12 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         if len(data) <= 4 and not data.strip():
             owner.stats.keepalives += 1  # CRLF keep-alive (RFC 5626)
             return
-        owner.deliver(data, Address("udp", addr[0], addr[1]))
+        source = self._sources.get(addr)
+        if source is None:
+            if len(self._sources) >= _MAX_SOURCES:
+                self._sources.clear()
+            source = self._sources[addr] = Address("udp", addr[0], addr[1])
+        owner.deliver(data, source)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: counted; retransmission timers handle the rest.

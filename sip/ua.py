@@ -15,9 +15,10 @@ import asyncio
 import ipaddress
 import secrets
 import socket
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import structlog
 
@@ -90,6 +91,9 @@ class UserAgent:
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._addresses: dict[str, tuple[str, int]] = {}
+        # Ended legs whose dialogs stay reachable 64*T1 (see _leg_ended): (forget at, dialog id, leg), oldest first.
+        # One queue driven by the UA's timer rather than a loop timer (TimerHandle, context, closure) per leg.
+        self._lingering: deque[tuple[float, tuple[str, str, str], Leg]] = deque()
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     async def start(self, listen: list[tuple[str, str, int]]) -> dict[str, tuple[str, int]]:
@@ -149,9 +153,7 @@ class UserAgent:
             raise
         host = parsed.params.get("maddr") or parsed.host
         transport = parsed.transport if parsed.transport in ("udp", "tcp") else "udp"
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
+        if not _is_ip_literal(host):
             host = socket.gethostbyname(host)
         return Address(transport, host, parsed.port or 5060)
 
@@ -160,7 +162,15 @@ class UserAgent:
         """Put everything the transaction layer wants sent on the wire and re-arm its timer."""
         for wire, peer in self.layer.datagrams_to_send():
             self.transports.send(wire, peer)
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """Arm the one timer for the earliest of the transaction layer's deadlines and the oldest lingering dialog."""
         deadline = self.layer.next_deadline()
+        if self._lingering:
+            at = self._lingering[0][0]
+            if deadline is None or at < deadline:
+                deadline = at
         if deadline is not None and (self._timer_at is None or deadline < self._timer_at):
             if self._timer is not None:
                 self._timer.cancel()
@@ -171,7 +181,13 @@ class UserAgent:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self._dispatch(self.layer.handle_timers(self.now()))
+        now = self.now()
+        self._dispatch(self.layer.handle_timers(now))
+        lingering = self._lingering
+        while lingering and lingering[0][0] <= now:
+            _, key, leg = lingering.popleft()
+            if self._dialogs.get(key) is leg:
+                del self._dialogs[key]
         self.flush()
 
     def send_request(self, request: Request, peer: Address, owner: object) -> ClientTransaction:
@@ -216,12 +232,8 @@ class UserAgent:
         dialog = leg.dialog
         if dialog is not None and self._loop is not None:
             # Keep the dialog reachable a while so a BYE that crosses ours still gets its 200 (not 481).
-            key = dialog.id
-            self._loop.call_later(64 * self.layer.config.t1, lambda: self._forget_dialog(key, leg))
-
-    def _forget_dialog(self, key: tuple[str, str, str], leg: Leg) -> None:
-        if self._dialogs.get(key) is leg:
-            del self._dialogs[key]
+            self._lingering.append((self.now() + 64 * self.layer.config.t1, dialog.id, leg))
+            self._rearm()
 
     async def invite(self, target: str, *, from_uri: str, to_uri: str | None = None, sdp: str | None = None,
                      headers: list[tuple[str, str]] | None = None, credentials: Credentials | None = None,
@@ -232,9 +244,7 @@ class UserAgent:
         hop_uri = proxy or target
         parsed_hop = SipUri.parse(hop_uri)
         host = parsed_hop.params.get("maddr") or parsed_hop.host
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
+        if not _is_ip_literal(host):
             infos = await loop.getaddrinfo(host, None, family=socket.AF_INET)
             host = str(infos[0][4][0])
         transport = parsed_hop.transport if parsed_hop.transport in ("udp", "tcp") else "udp"
@@ -433,6 +443,16 @@ class UserAgent:
         self._legs.add(leg)
         leg.log.info("invite_received", uri=request.uri, source=str(source), authenticated_user=authenticated)
         self.on_invite(leg)
+
+
+@lru_cache(maxsize=1024)
+def _is_ip_literal(host: str) -> bool:
+    """True for an IPv4/IPv6 literal (cached: Via, Contact and route hosts repeat from call to call)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _stamp_received(request: Request, source: Address) -> None:

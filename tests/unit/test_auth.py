@@ -878,3 +878,30 @@ def test_verdict_stale_property() -> None:
     assert Verdict(False, reason="stale").stale
     assert not Verdict(True, username="alice").stale
     assert not Verdict(False, reason="replay").stale
+
+
+def test_param_parser_fast_path_agrees_with_the_general_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_parse_params` takes one regex step per usual element and falls back to the character loop for anything
+    else: both must give the same parameters and the same errors."""
+    import random
+    import re
+
+    from sip import auth
+
+    def parse(text: str) -> object:
+        try:
+            return auth._parse_params(text)
+        except AuthError as exc:
+            return str(exc)
+
+    cases = [
+        'username="u", realm="r", nonce="n", uri="sip:a@b", response="0123", qop=auth, nc=00000001',
+        'a="x\\"y", b=tok/1, c = "q"', "a=1,,b=2,", "a=1, a=2", 'a="x" b=2', 'a=x"y', "a=", "=x",
+        'a="unterminated', 'a = "" , b="é"', 'a=1\r\n, b="2"\t', ",a=1", "a=1 ,", 'a="1"x', "", " , ",
+    ]
+    rng = random.Random(7)
+    alphabet = 'ab=", \\\t/x1'
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(5000)]
+    fast = [parse(text) for text in cases]
+    monkeypatch.setattr(auth, "_PARAM_FAST_RE", re.compile(r"(?!)"))  # never matches: the loop alone
+    assert fast == [parse(text) for text in cases]

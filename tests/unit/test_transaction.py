@@ -487,7 +487,8 @@ def test_server_2xx_retransmitted_until_ack(layer: TransactionLayer) -> None:
 
 def test_server_2xx_without_ack_times_out(layer: TransactionLayer) -> None:
     tx = start_server_invite(layer)
-    ok = make_response(tx.request, 200, to_tag="uastag")
+    invite = tx.request
+    ok = make_response(invite, 200, to_tag="uastag")
     layer.send_response(tx, ok, 0.0)
     layer.datagrams_to_send()
     log = advance(layer, 31.9)
@@ -495,7 +496,7 @@ def test_server_2xx_without_ack_times_out(layer: TransactionLayer) -> None:
     assert [e for _, events, _ in log for e in events] == []
     events = layer.handle_timers(32.0)
     assert len(events) == 1 and isinstance(events[0], AckTimedOut)
-    assert events[0].call_id == tx.request.call_id and events[0].cseq == 1 and events[0].response is ok
+    assert events[0].call_id == invite.call_id and events[0].cseq == 1 and events[0].response is ok
     assert layer.datagrams_to_send() == []
     assert tx.terminated and layer.retransmissions == 10
     assert_idle(layer)
@@ -805,3 +806,45 @@ def test_many_transactions_all_terminate_without_leaks(layer: TransactionLayer) 
     assert len(timeouts) == 12
     assert_idle(layer)
     assert layer._heap == []
+
+
+# -- what a lingering transaction keeps -----------------------------------------------------------------------
+def test_completed_server_transactions_keep_only_the_bytes_they_resend(layer: TransactionLayer) -> None:
+    """A BYE answered 200 and an INVITE answered 2xx linger 64*T1 to absorb retransmissions: they drop the
+    request, the response and the TU object, and a retransmitted request still gets the very same bytes."""
+    events = layer.receive(req("BYE", branch="z9hG4bKbye1", to_tag="t1"), UDP, 0.0)
+    bye_tx = events[0].tx  # type: ignore[union-attr]
+    assert isinstance(bye_tx, ServerNonInviteTransaction)
+    bye_tx.owner = object()
+    ok = make_response(bye_tx.request, 200)
+    layer.send_response(bye_tx, ok, 0.0)
+    sent = layer.datagrams_to_send()
+    assert bye_tx.last_response is None and bye_tx.owner is None
+    with pytest.raises(RuntimeError, match="no longer keeps its request"):
+        bye_tx.request  # noqa: B018
+    assert layer.receive(req("BYE", branch="z9hG4bKbye1", to_tag="t1"), UDP, 10.0) == []
+    assert layer.datagrams_to_send() == sent == [(ok.to_bytes(), UDP)]
+    assert "BYE" in repr(bye_tx)
+
+    inv_tx = start_server_invite(layer)
+    inv_tx.owner = object()
+    layer.send_response(inv_tx, make_response(inv_tx.request, 200, to_tag="u"), 0.0)
+    layer.datagrams_to_send()
+    assert inv_tx.state is State.ACCEPTED and inv_tx.owner is None and inv_tx.last_response is None
+    assert layer.receive(invite(), UDP, 1.0) == []  # the INVITE copy is absorbed; AckWait retransmits the 2xx
+    with pytest.raises(RuntimeError, match="cannot send"):
+        layer.send_response(inv_tx, make_response(invite(), 200, to_tag="u"), 1.0)
+
+
+def test_stopped_timers_hold_no_reference_to_their_transaction(layer: TransactionLayer) -> None:
+    """Timer B (64*T1) is stopped by the response; its heap entry stays until due but holds no reference: only armed
+    timers know their transaction, so a stopped timer never keeps a transaction (request, owner) alive."""
+    request = invite()
+    tx = layer.send_request(request, UDP, 0.0)
+    layer.datagrams_to_send()
+    layer.receive(resp(request, 486), UDP, 0.1)
+    assert len(layer._heap) == 3  # A and B (stopped, not yet due) and D
+    assert all(type(x) in (float, int) for entry in layer._heap for x in entry)
+    assert [(owner, name) for owner, name in layer._armed.values()] == [(tx, "timer_D")]
+    advance(layer, 40.0)
+    assert tx.terminated and layer._heap == [] and layer._armed == {}
