@@ -73,6 +73,7 @@ class Engine:
         # Limits and draining (engine.admission): INVITEs get 503 + Retry-After, the REST API asks admission.admit().
         self.admission = Admission(config.limits.max_calls, config.limits.max_cps, live=self.live_calls)
         self.ua.admit = self._admit_invite
+        self.ua.out_of_service = lambda: self.admission.drain_retry_after if self.admission.draining else None
         self.calls_ended: Counter[tuple[str, str]] = Counter()  # (direction, CallStatus) -> calls, for /metrics
         self.http_route_builders.append(metrics.add_routes)
         self.http_route_builders.append(rest.add_routes)  # the Plivo v1 REST API (engine/rest.py)

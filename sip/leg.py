@@ -465,13 +465,14 @@ class OutboundLeg(Leg):
     def _on_2xx(self, response: Response) -> None:
         self._cancel_guard()
         invite = self.invite_in_flight
+        if self.dialog is not None and response.to_tag == self.dialog.remote_tag and self._ack_wire is not None:
+            # A retransmitted 2xx (its first copy was ACKed): ACK again and nothing else, also after our BYE.
+            self.ua.layer.resend(self._ack_wire, self._next_hop_address(self.dialog))
+            self.ua.flush()
+            return
         if self.dialog is not None and self.dialog.state is DialogState.CONFIRMED:
-            if response.to_tag == self.dialog.remote_tag:
-                if self._ack_wire is not None:  # a retransmitted 2xx: ACK again
-                    self.ua.layer.resend(self._ack_wire, self._next_hop_address(self.dialog))
-                    self.ua.flush()
-                return
-            self._ack_and_bye_fork(invite, response)
+            if response.to_tag != self.dialog.remote_tag:
+                self._ack_and_bye_fork(invite, response)
             return
         dialog = Dialog.from_uac(invite, response)
         self.dialog = dialog

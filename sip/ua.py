@@ -81,6 +81,9 @@ class UserAgent:
         # Admission control: consulted for each new INVITE before the 100 Trying; a number means "503 Service
         # Unavailable with Retry-After: that many seconds", None means go ahead.
         self.admit: Callable[[Request], int | None] | None = None
+        # None while in service; a Retry-After (seconds) while the node takes no new calls (draining): OPTIONS then
+        # gets 503, so a load balancer probing with OPTIONS (Kamailio's dispatcher) stops sending calls here.
+        self.out_of_service: Callable[[], int | None] | None = None
         self.layer = TransactionLayer(timers)
         self.transports = TransportSet(self._on_bytes)
         self.stats: Counter[str] = Counter()
@@ -392,6 +395,10 @@ class UserAgent:
         if method == "INVITE":
             self._on_invite(request, tx, source)
         elif method == "OPTIONS":
+            retry_after = self.out_of_service() if self.out_of_service is not None else None
+            if retry_after is not None:
+                self.respond(tx, request, 503, headers=Headers([("Retry-After", str(retry_after))]))
+                return
             self.respond(tx, request, 200, headers=Headers(
                 [("Allow", ALLOW), ("Accept", "application/sdp"), ("Accept-Language", "en")]
             ))

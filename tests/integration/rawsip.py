@@ -1,5 +1,6 @@
 """Test helpers that look at the engine from outside, byte for byte: raw SIP INVITEs over UDP (every response with
-its headers, so a test can read Retry-After) and a strict parser of the Prometheus text format served at /metrics.
+its headers, so a test can read Retry-After), OPTIONS probes and a strict parser of the Prometheus text format
+served at /metrics.
 
 What lives here: ``invite_burst`` (send N INVITEs at once, collect every response until each has a final one, ACK
 the non-2xx finals as RFC 3261 §17.1.1.3 says, CANCEL-free: tests give admitted calls XML that rejects them),
@@ -117,6 +118,34 @@ async def invite_burst(port: int, n: int = 1, timeout: float = 10.0) -> list[Exc
     """Send `n` INVITEs at once from one UDP socket; every exchange once each has a final response (or timeout).
     Admitted calls must be rejected by their XML (e.g. <Hangup reason="busy"/>): 2xx are not ACKed here."""
     return await asyncio.to_thread(_burst, port, n, timeout)
+
+
+def _options(port: int, timeout: float) -> Reply | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        local_port = s.getsockname()[1]
+        call_id = f"{uuid.uuid4().hex}@probe"
+        s.sendto((
+            f"OPTIONS sip:{HOST}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {HOST}:{local_port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:probe@{HOST}>;tag={uuid.uuid4().hex[:8]}\r\n"
+            f"To: <sip:{HOST}:{port}>\r\n"
+            f"Call-ID: {call_id}\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode(), (HOST, port))
+        s.settimeout(timeout)
+        try:
+            status, headers = _parse(s.recv(65535))
+        except TimeoutError:
+            return None
+        return Reply(status, headers)
+
+
+async def options_probe(port: int, timeout: float = 5.0) -> Reply | None:
+    """One OPTIONS request, as a load balancer's health probe sends it (Kamailio's dispatcher); its response."""
+    return await asyncio.to_thread(_options, port, timeout)
 
 
 # --- Prometheus text format (0.0.4) ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from engine_env import AUTH_TOKEN, Phone
-from rawsip import invite_burst
+from rawsip import invite_burst, options_probe
 from sipharness import HOST, free_port, free_port_block
 
 from tests.helpers.webapp import WebApp
@@ -135,6 +135,8 @@ async def test_sigterm_refuses_new_calls_drains_then_hangs_up_with_a_callback(
         await phone.dial(daemon.uri)
         await asyncio.wait_for(phone.answered.wait(), 20)
         assert await daemon.health() == (200, {"status": "ok", "calls": 1, "draining": False, "outbox_depth": 0})
+        probe = await options_probe(daemon.sip_port)
+        assert probe is not None and probe.status == 200
 
         daemon.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
@@ -142,6 +144,8 @@ async def test_sigterm_refuses_new_calls_drains_then_hangs_up_with_a_callback(
         [refused] = await invite_burst(daemon.sip_port, 1)
         assert [r.status for r in refused.replies] == [503]
         assert refused.replies[0].headers["retry-after"] == "2"  # the drain timeout
+        probe = await options_probe(daemon.sip_port)  # a dispatcher's probe sees the node out of service
+        assert probe is not None and probe.status == 503 and probe.headers["retry-after"] == "2"
         status, body = await daemon.health()
         assert status == 503 and body["status"] == "draining" and body["draining"] is True and body["calls"] == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,18 @@ async def test_outbound_authenticated_retry_never_answered_is_auth_timeout(make_
     assert len(retries) >= 5
     assert len({via_branch(m.header("Via") or "") for m in retries}) == 1
     assert {m.header("CSeq") for m in retries} == {retries[0].header("CSeq")}
+
+
+async def test_a_2xx_retransmitted_after_our_bye_is_acked_again_and_nothing_more(make_ua, make_sipp,
+                                                                                   media_sink) -> None:
+    sipp = await make_sipp("uas_2xx_after_bye.xml")
+    ua = await make_ua()
+    leg = await ua.invite(f"sip:+15551234567@{sipp.uri_host}", from_uri=f"sip:+15550001111@{HOST}",
+                          sdp=make_sdp(media_sink))
+    while not isinstance(await asyncio.wait_for(leg.events.get(), 10), Answered):
+        pass
+    await leg.hangup()
+    result = await sipp.wait(15)
+    assert result.returncode == 0, result.describe()  # a second BYE would have been unexpected
+    sent = [m.method for m in parse_trace(result.messages) if m.direction == "received" and m.method]
+    assert sent == ["INVITE", "ACK", "BYE", "ACK"]
