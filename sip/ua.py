@@ -51,6 +51,9 @@ log = structlog.get_logger("sip.ua")
 
 KNOWN_UNSUPPORTED = frozenset({"SUBSCRIBE", "NOTIFY", "MESSAGE", "REFER", "PUBLISH", "PRACK", "REGISTER"})
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+# Methods counted by name in ``stats``; any other (a peer may send any token) is counted as OTHER, so a flood of
+# invented methods cannot grow the counters (and the /metrics labels made from them) without bound.
+COUNTED_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE"}) | KNOWN_UNSUPPORTED
 
 
 @dataclass(slots=True)
@@ -286,7 +289,8 @@ class UserAgent:
             self._malformed(exc, source)
             return
         if isinstance(message, Request):
-            self.stats[f"rx_request_{message.method}"] += 1
+            method = message.method
+            self.stats[f"rx_request_{method if method in COUNTED_METHODS else 'OTHER'}"] += 1
             if source.transport == "udp":
                 _stamp_received(message, source)
         else:

@@ -58,4 +58,6 @@ async def test_refused_requests(make_ua, make_sipp, method: str, max_forwards: i
     else:
         assert ";tag=" in to_value  # a final response outside a dialog gets a To tag
     assert ua.stats[f"tx_response_{status}"] == 1
+    # invented methods are counted together, so a peer cannot grow the counters (and /metrics labels) at will
+    assert ua.stats["rx_request_OTHER"] == (1 if method == "FOOBAR" else 0) and "rx_request_FOOBAR" not in ua.stats
     assert not ua.legs
