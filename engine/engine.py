@@ -225,9 +225,9 @@ class Engine:
         if self.store is None:
             return
         try:
-            await self.store.record_call_update(call.uuid, timeline=call.timeline.as_json())
             await self.store.finish_call(call.uuid, hangup_cause=cause.name, hangup_code=cause.code,
                                          hangup_source=cause.hangup_source, ended_at=call.ended_at,
-                                         answered_at=call.answered_at, duration=duration, bill_duration=duration)
+                                         answered_at=call.answered_at, duration=duration, bill_duration=duration,
+                                         timeline=call.timeline.as_json())
         except Exception:
             call.log.exception("call_record_failed")

@@ -359,9 +359,11 @@ class Store:
         duration: int | None = None,
         bill_duration: int | None = None,
         legs: Sequence[Any] | None = None,
+        timeline: Sequence[Any] | None = None,
     ) -> CallRecord:
-        """Record how a call ended. ``duration`` (from started_at) and ``bill_duration`` (from answered_at, 0 if
-        never answered) are computed when not given. Returns the final row."""
+        """Record how a call ended (with its ``legs`` and ``timeline`` when given: one write for all of it).
+        ``duration`` (from started_at) and ``bill_duration`` (from answered_at, 0 if never answered) are computed
+        when not given. Returns the final row."""
         end = time.time() if ended_at is None else ended_at
 
         def finish(conn: sqlite3.Connection) -> CallRecord:
@@ -388,6 +390,8 @@ class Store:
                 }
                 if legs is not None:
                     fields["legs"] = legs
+                if timeline is not None:
+                    fields["timeline"] = timeline
                 names = list(fields)
                 columns = ", ".join(["call_uuid", *names, "updated_at"])
                 marks = ", ".join("?" for _ in range(len(names) + 2))

@@ -55,6 +55,15 @@ async def test_inbound_call_row_from_first_event_to_finish(store: Store) -> None
     assert final.legs == [{"leg": "a", "call_id": "x@y"}]
 
 
+async def test_finish_call_writes_the_timeline_with_the_end(store: Store) -> None:
+    await store.record_call_start("call-t", direction="inbound", from_number="1", to_number="2", started_at=10.0)
+    timeline = [{"t": 0.0, "event": "started"}, {"t": 1.5, "event": "answered"}]
+    final = await store.finish_call("call-t", hangup_cause="NORMAL_CLEARING", hangup_code=4000,
+                                    hangup_source="Caller", ended_at=12.0, timeline=timeline)
+    assert final.timeline == timeline and final.duration == 2
+    assert (await store.get_call("call-t")).timeline == timeline  # type: ignore[union-attr]
+
+
 async def test_unanswered_call_has_a_row_with_zero_bill_duration(store: Store) -> None:
     await store.record_call_start(
         "call-2", direction="outbound", from_number="1", to_number="2", started_at=50.0, request_uuid="req-2"
