@@ -20,6 +20,10 @@ What lives here: ``Webhooks``, which owns the one shared ``httpx.AsyncClient`` (
   (engine/recovery.py). With no store configured a failed callback is logged as lost (error level): the daemon
   always passes its store.
 - ``metrics``: counters and a latency histogram for /metrics.
+Cost: a request is an ``httpx.Request`` handed to the client's ``AiohttpTransport`` (httpx's transport API) without
+``client.send``'s generic per-request work; the URL-dependent parts (parsing, normalising, log form, credentials,
+the signed URL part) are cached per URL; the form's quoting is cached per value. ``python -m bench.webhook_client``
+measures CPU per request against raw aiohttp.
 What does not: parsing or validating XML (engine/xml.py; the caller passes ``validate``), deciding which URL a call
 uses or what the session parameters are (engine/calls), the outbox's retry schedule (engine/outbox.py).
 
@@ -32,6 +36,7 @@ Delivery is at least once: a request that timed out may have reached the app and
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import functools
 import math
@@ -40,7 +45,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_plus, urlsplit, urlunsplit
 
 import aiohttp
 import httpx
@@ -164,7 +169,7 @@ class FetchResult:
     """What ``validate`` returned for this body (e.g. the parsed document), else None."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Prepared:
     method: str
     url: str
@@ -172,8 +177,30 @@ class _Prepared:
     what is signed."""
     form: dict[str, str]
     body: bytes | None
-    auth: tuple[str, str] | None
-    """HTTP Basic credentials that were in the URL."""
+    target: _Target
+    """What depends on the configured URL alone (cached): how it is logged, its wire form, its credentials."""
+    wire: httpx.URL
+    """``url`` parsed (the request is built from it without parsing the URL again)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What a request to one configured URL needs that depends on that URL alone (see ``_parsed_url``)."""
+
+    query: dict[str, str]
+    """Its query parameters (the last of a repeated key)."""
+    post_url: str
+    """The URL a POST goes to: normalised as httpx sends it, without user:password."""
+    wire: httpx.URL
+    """``post_url`` parsed."""
+    base: tuple[str, str, str]
+    """Scheme, netloc and path of ``post_url``: a GET's URL is these plus its merged query."""
+    shown: str
+    """``log_url`` of the requested URL (the same for every query): what logs and errors show."""
+    host: str
+    """The Host header."""
+    authorization: str | None
+    """``Basic ...`` for the user:password in the URL (as ``httpx.BasicAuth`` builds it), else None."""
 
 
 def _text(value: object) -> str:
@@ -182,6 +209,26 @@ def _text(value: object) -> str:
     if value is None:
         return ""
     return str(value)
+
+
+def _texts(params: Mapping[str, object] | None) -> dict[str, str]:
+    """``params`` with every value as the text sent (``_text``); str values, the common case, as they are."""
+    if not params:
+        return {}
+    return {k: v if type(v) is str else _text(v) for k, v in params.items()}
+
+
+@functools.lru_cache(maxsize=8192)
+def _quote(text: str) -> str:
+    """``quote_plus(text)``, cached: a call's session parameters are encoded again for each of its requests, and
+    many values (Direction, CallStatus, the app's numbers...) repeat across calls."""
+    return quote_plus(text)
+
+
+def _form(params: Mapping[str, str]) -> str:
+    """``urlencode(params)`` for str keys and values (the same text), with the quoting cached."""
+    quote = _quote
+    return "&".join([f"{quote(k)}={quote(v)}" for k, v in params.items()])
 
 
 def safe_url(url: str) -> str:
@@ -196,6 +243,7 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+@functools.lru_cache(maxsize=1024)
 def log_url(url: str) -> str:
     """``url`` as logs and error messages show it: scheme, host, port and path only. The query goes too: apps put
     tokens there (``?token=...``), and GET requests carry the call's parameters in it."""
@@ -229,32 +277,53 @@ def _prepare(
     params: Mapping[str, object] | None,
     session_params: Mapping[str, object] | None,
 ) -> _Prepared:
+    verb = _method(method)
+    target = _parsed_url(url)
+    merged = _texts(session_params)
+    if params:
+        merged.update(_texts(params))
+    if target.query:
+        merged.update(target.query)  # the URL's own parameters win, the last of a repeated key winning
+    if verb == "GET":
+        # Sign what goes on the wire: httpx normalises the URL (default port, percent-encoding) before sending.
+        scheme, netloc, path = target.base
+        wire = httpx.URL(urlunsplit((scheme, netloc, path, _form(merged), "")))
+        return _Prepared(verb, str(wire), merged, None, target, wire)
+    return _Prepared(verb, target.post_url, merged, _form(merged).encode("ascii"), target, target.wire)
+
+
+def _method(method: str) -> str:
     verb = method.upper()
     if verb not in METHODS:
         raise ValueError(f"webhook method must be GET or POST, not {method!r}")
-    parts, query, post_url, auth = _parsed_url(url)
-    merged: dict[str, str] = {k: _text(v) for k, v in (session_params or {}).items()}
-    merged.update({k: _text(v) for k, v in (params or {}).items()})
-    merged.update(query)  # the URL's own parameters win, the last of a repeated key winning
-    if verb == "GET":
-        target = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", urlencode(merged), ""))
-        # Sign what goes on the wire: httpx normalises the URL (default port, percent-encoding) before sending.
-        return _Prepared(verb, safe_url(str(httpx.URL(target))), merged, None, auth)
-    return _Prepared(verb, post_url, merged, urlencode(merged).encode("ascii"), auth)
+    return verb
 
 
 @functools.lru_cache(maxsize=1024)
-def _parsed_url(url: str) -> tuple[SplitResult, dict[str, str], str, tuple[str, str] | None]:
-    """What a request to ``url`` needs that depends on the URL alone (apps use a few URLs for many calls): its parts,
-    its query parameters, the URL a POST goes to (normalised as httpx sends it, without user:password) and the HTTP
-    Basic credentials in it. ValueError for a URL that is not http(s)."""
+def _parsed_url(url: str) -> _Target:
+    """What a request to ``url`` needs that depends on the URL alone (apps use a few URLs for many calls).
+    ValueError for a URL that is not http(s)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"webhook URL must be http(s)://host/...: {log_url(url)!r}")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     wire = httpx.URL(urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, "")))
-    auth = (wire.username, wire.password) if wire.username or wire.password else None
-    return parts, query, safe_url(str(wire)), auth
+    authorization = None
+    if wire.username or wire.password:
+        userpass = b":".join((wire.username.encode("utf-8"), wire.password.encode("utf-8")))
+        authorization = f"Basic {base64.b64encode(userpass).decode()}"
+    post_url = safe_url(str(wire))
+    bare = httpx.URL(post_url)
+    base = urlsplit(post_url)
+    return _Target(
+        query=query,
+        post_url=post_url,
+        wire=bare,
+        base=(base.scheme, base.netloc, base.path),
+        shown=log_url(post_url),
+        host=bare.netloc.decode("ascii"),
+        authorization=authorization,
+    )
 
 
 def _describe(exc: BaseException, limit: float) -> tuple[bool, str]:
@@ -291,16 +360,21 @@ class Webhooks:
         self.store = store
         self.settings = settings or WebhookSettings()
         self.metrics = WebhookMetrics()
-        self._client = client or httpx.AsyncClient(
-            transport=AiohttpTransport(
+        self._transport: AiohttpTransport | None = None
+        """The client's transport when this object made the client: requests go to it directly (see ``_send``)."""
+        if client is None:
+            self._transport = AiohttpTransport(
                 limits=httpx.Limits(
                     max_connections=self.settings.max_connections,
                     max_keepalive_connections=self.settings.max_keepalive,
                 )
-            ),
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=False,
-        )
+            )
+            client = httpx.AsyncClient(transport=self._transport, headers={"User-Agent": USER_AGENT},
+                                       follow_redirects=False)
+        self._client = client
+        self._headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in client.headers.raw]
+        """The client's default headers (Accept, Accept-Encoding, Connection, User-Agent), for the direct path."""
+        self._timeouts: dict[float, dict[str, float | None]] = {}
         self._tasks: set[asyncio.Task[bool]] = set()
         self._log: Any = structlog.get_logger("engine.webhooks")
 
@@ -346,17 +420,20 @@ class Webhooks:
         """Send one signed request and return its response (body read), whatever its status. Raises
         ``WebhookError`` on a timeout or a connection failure; ValueError on a bad method or URL."""
         prepared = _prepare(url, method, params, session_params)
+        target = prepared.target
         limit = self.settings.request_timeout if timeout is None else max(0.001, timeout)
         nonce = make_nonce()
-        headers = {
-            SIGNATURE_HEADER: sign_v3(prepared.url, nonce, self._auth_token, prepared.form, prepared.method),
-            NONCE_HEADER: nonce,
-        }
+        headers = [
+            (SIGNATURE_HEADER, sign_v3(prepared.url, nonce, self._auth_token, prepared.form, prepared.method)),
+            (NONCE_HEADER, nonce),
+        ]
         if prepared.body is not None:
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            headers.append(("Content-Type", "application/x-www-form-urlencoded"))
+        if target.authorization is not None:
+            headers.append(("Authorization", target.authorization))
         context = {  # bound only when a line is written: a bind per request costs more than the request's logging
             "call_uuid": call_uuid or prepared.form.get("CallUUID"),
-            "url": log_url(prepared.url),
+            "url": target.shown,
             "method": prepared.method,
             "kind": kind,
             "attempt": attempt,
@@ -370,44 +447,97 @@ class Webhooks:
             latency = time.monotonic() - started
             self._failed(latency)
             self._log.warning("webhook.failed", **context, error=str(e), latency_ms=round(latency * 1000, 1))
-            raise WebhookError(f"{log_url(prepared.url)}: {e}") from None
+            raise WebhookError(f"{target.shown}: {e}") from None
         except (TimeoutError, httpx.HTTPError, aiohttp.ClientError, OSError) as e:
             latency = time.monotonic() - started
             timed_out, reason = _describe(e, limit)
             self._failed(latency, timeout=timed_out)
             self._log.warning("webhook.failed", **context, error=reason, latency_ms=round(latency * 1000, 1))
-            raise WebhookError(f"{log_url(prepared.url)}: {reason}") from None
+            raise WebhookError(f"{target.shown}: {reason}") from None
         latency = time.monotonic() - started
-        self.metrics.latency.observe(latency)
-        self.metrics.by_status[response.status_code] = self.metrics.by_status.get(response.status_code, 0) + 1
-        if not response.is_success:
-            self.metrics.failures += 1
+        metrics = self.metrics
+        metrics.latency.observe(latency)
+        status = response.status_code
+        metrics.by_status[status] = metrics.by_status.get(status, 0) + 1
+        if not 200 <= status < 300:  # response.is_success
+            metrics.failures += 1
         self._log.info(
             "webhook.request",
             **context,
-            status=response.status_code,
+            status=status,
             latency_ms=round(latency * 1000, 1),
             bytes=len(response.content),
         )
         return response
 
-    async def _send(self, prepared: _Prepared, headers: dict[str, str], limit: float) -> httpx.Response:
+    def _timeout(self, limit: float) -> dict[str, float | None]:
+        """The request's ``timeout`` extension (as ``httpx.Timeout.as_dict()``), one per distinct connect limit.
+        ``asyncio.timeout(limit)`` around the whole request is the hard bound (connect to last byte), so only the
+        connect timeout is left to the transport (aiohttp's ``sock_connect``, armed for a new connection only):
+        read and pool timeouts of ``limit`` could never fire first, and aiohttp re-arms its read timer on every
+        chunk received."""
+        connect = min(limit, self.settings.connect_timeout)
+        timeout = self._timeouts.get(connect)
+        if timeout is None:
+            if len(self._timeouts) >= 64:  # fetch attempts near the end of their budget have odd limits
+                self._timeouts.clear()
+            timeout = httpx.Timeout(None, connect=connect).as_dict()
+            self._timeouts[connect] = timeout
+        return timeout
+
+    async def _send(self, prepared: _Prepared, headers: list[tuple[str, str]], limit: float) -> httpx.Response:
         """The request, its body read up to ``settings.max_response_bytes`` (``_TooLarge`` beyond: a huge or endless
-        body must not fill memory; documents are at most 100 KB anyway)."""
+        body must not fill memory; documents are at most 100 KB anyway).
+
+        With the client this object made, the ``httpx.Request`` is built here and handed to the client's transport
+        (httpx's transport API), which is what ``client.send`` does for it, minus per-request work it does not
+        need: re-parsing the URL and merging headers (``build_request``), the auth and redirect flows (the URL's
+        credentials are the ``Authorization`` header here; redirects are not followed) and the cookie jar's
+        urllib round trip (the client's cookies are still sent, and a ``Set-Cookie`` still stored). A caller's own
+        client goes through ``client.send`` (its hooks, mounts and auth apply)."""
         cap = self.settings.max_response_bytes
-        request = self._client.build_request(
-            prepared.method,
-            prepared.url,
-            content=prepared.body,
-            headers=headers,
-            timeout=httpx.Timeout(limit, connect=min(limit, self.settings.connect_timeout)),
-        )
-        auth = prepared.auth if prepared.auth is not None else httpx.USE_CLIENT_DEFAULT
-        response = await self._client.send(request, auth=auth, stream=True)
+        body = prepared.body
+        extensions = {"timeout": self._timeout(limit)}
+        transport = self._transport
+        if transport is None:
+            request = self._client.build_request(
+                prepared.method, prepared.wire, content=body, headers=headers, extensions=extensions
+            )
+            response = await self._client.send(request, stream=True)
+        else:
+            sized = [("Host", prepared.target.host)]
+            if body or prepared.method == "POST":  # as httpx.Request(content=...) sets it
+                sized.append(("Content-Length", str(len(body or b""))))
+            request = httpx.Request(
+                prepared.method,
+                prepared.wire,
+                headers=[*sized, *self._headers, *headers],
+                stream=httpx.ByteStream(body or b""),
+                extensions=extensions,
+            )
+            request.read()
+            cookies = self._client.cookies
+            if cookies:
+                cookies.set_cookie_header(request)
+            response = await transport.handle_async_request(request)
         try:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > cap:
-                raise _TooLarge(f"response body larger than {cap} bytes (Content-Length {declared})")
+            declared: str | None = None
+            encoded = cookie = False
+            for name, value in response.headers.multi_items():
+                if name == "content-length":
+                    declared = value if declared is None else ""  # repeated: not trusted, the body is counted
+                elif name == "content-encoding":
+                    encoded = True
+                elif name == "set-cookie":
+                    cookie = True
+            if cookie and transport is not None:
+                self._client.cookies.extract_cookies(response)
+            if declared is not None and declared.isdigit():
+                if int(declared) > cap:
+                    raise _TooLarge(f"response body larger than {cap} bytes (Content-Length {declared})")
+                if not encoded:  # the transport reads exactly the declared length: read it, no copy
+                    await response.aread()
+                    return response
             chunks: list[bytes] = []
             size = 0
             async for chunk in response.aiter_bytes():
@@ -587,9 +717,11 @@ class Webhooks:
         """Deliver a callback: True once the app answered 2xx. After the last failed attempt (or when cancelled)
         the callback is stored in the outbox and False is returned (CancelledError is re-raised)."""
         s = self.settings
-        merged: dict[str, str] = {k: _text(v) for k, v in (session_params or {}).items()}
-        merged.update({k: _text(v) for k, v in (params or {}).items()})
-        _prepare(url, method, merged, None)  # a bad URL or method is the caller's bug: raise now, store nothing
+        merged = _texts(session_params)
+        if params:
+            merged.update(_texts(params))
+        _method(method)  # a bad URL or method is the caller's bug: raise now, store nothing
+        _parsed_url(url)
         uuid = call_uuid or merged.get("CallUUID")
         error = ""
         attempt = 0

@@ -4,14 +4,17 @@ delivered when the app comes back (also after a restart). No SIP peers needed.""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import structlog
+from aiohttp import web
 
 from engine.config import load_config
 from engine.logs import configure_logging
@@ -474,3 +477,129 @@ async def test_a_response_body_over_the_cap_fails_the_request_without_reading_it
         assert (await small.request(app.url("/ok"), "POST", {})).content == b"<Response/>"
     finally:
         await small.close()
+
+
+# --- the wire: headers, encodings, framing, cookies (engine/webhooks.py sends through the transport directly) ------
+
+
+class RawApp:
+    """An aiohttp app with responses WebApp cannot give: gzip, chunked, endless or stalled bodies, cookies."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, str], bytes]] = []
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{name}", self._handle)
+        self.runner = web.AppRunner(self.app)
+        self.port = 0
+        self.release = asyncio.Event()
+
+    async def __aenter__(self) -> RawApp:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        await self.runner.cleanup()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        self.seen.append((name, {k.lower(): v for k, v in request.headers.items()}, await request.read()))
+        if name == "gzip":
+            return web.Response(body=gzip.compress(XML.encode()), headers={"Content-Encoding": "gzip"})
+        if name == "bomb":  # 2 MB of XML-ish text compressed to a few KB
+            body = gzip.compress(b"<Response>" + b" " * 2_000_000)
+            return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+        if name in ("chunked", "endless", "stall"):
+            response = web.StreamResponse()
+            if name == "stall":
+                response.content_length = 1000
+            else:
+                response.enable_chunked_encoding()
+            await response.prepare(request)
+            await response.write(XML.encode()[:10])
+            if name == "stall":
+                await self.release.wait()
+                return response
+            while name == "endless":
+                await response.write(b"<Speak>x</Speak>" * 1000)
+            await response.write(XML.encode()[10:])
+            await response.write_eof()
+            return response
+        if name == "cookie":
+            response = web.Response(text=XML)
+            response.set_cookie("session", "abc123")
+            return response
+        return web.Response(text=XML)
+
+
+@pytest.fixture
+async def raw_app() -> AsyncIterator[RawApp]:
+    async with RawApp() as raw:
+        yield raw
+
+
+async def test_request_headers_on_the_wire(raw_app: RawApp, webhooks: Webhooks) -> None:
+    await webhooks.request(raw_app.url("/post"), "POST", {"Digits": "12"}, session_params=SESSION)
+    await webhooks.request(raw_app.url("/get"), "GET", {"Digits": "12"}, session_params=SESSION)
+    await webhooks.request(raw_app.url("/empty"), "POST", {})
+    (_, post, body), (_, get, get_body), (_, empty, empty_body) = raw_app.seen
+    assert post["host"] == f"127.0.0.1:{raw_app.port}" and post["user-agent"] == "softswitch"
+    assert post["content-type"] == "application/x-www-form-urlencoded"
+    assert post["content-length"] == str(len(body)) and b"Digits=12" in body
+    assert "gzip" in post["accept-encoding"] and post["accept"] == "*/*"
+    assert post["x-plivo-signature-v3"] and post["x-plivo-signature-v3-nonce"].isdigit()
+    assert get_body == b"" and "content-length" not in get and "content-type" not in get
+    assert get["host"] == post["host"] and get["x-plivo-signature-v3"]
+    assert empty_body == b"" and empty["content-length"] == "0"
+
+
+async def test_gzip_and_chunked_responses_are_read_and_decoded(raw_app: RawApp, webhooks: Webhooks) -> None:
+    for path in ("/gzip", "/chunked"):
+        result = await webhooks.fetch_xml(raw_app.url(path), "POST", {}, session_params=SESSION)
+        assert result.body == XML.encode() and result.attempts == 1
+        response = await webhooks.request(raw_app.url(path), "POST", {})
+        assert response.content == XML.encode() and "content-encoding" not in response.headers
+
+
+async def test_the_size_cap_holds_for_compressed_and_endless_bodies(raw_app: RawApp, store: Store) -> None:
+    async with Webhooks(TOKEN, store=store, settings=WebhookSettings(max_response_bytes=100_000)) as small:
+        for path in ("/bomb", "/endless"):
+            started = time.monotonic()
+            with pytest.raises(WebhookError, match="larger than 100000 bytes"):
+                await small.request(raw_app.url(path), "POST", {})
+            assert time.monotonic() - started < 2
+        assert (await small.request(raw_app.url("/ok"), "POST", {})).content == XML.encode()  # still usable
+
+
+async def test_a_body_that_stalls_times_out_within_the_request_timeout(raw_app: RawApp, webhooks: Webhooks) -> None:
+    started = time.monotonic()
+    with pytest.raises(WebhookError, match="timed out after 0.4 s"):
+        await webhooks.request(raw_app.url("/stall"), "POST", {})
+    assert FAST.request_timeout <= time.monotonic() - started < FAST.request_timeout + 0.5
+    assert webhooks.metrics.timeouts == 1
+
+
+async def test_cookies_an_app_sets_are_sent_back_as_httpx_clients_do(raw_app: RawApp, webhooks: Webhooks) -> None:
+    await webhooks.request(raw_app.url("/cookie"), "POST", {})
+    await webhooks.request(raw_app.url("/next"), "POST", {})
+    assert "cookie" not in raw_app.seen[0][1] and raw_app.seen[1][1]["cookie"] == "session=abc123"
+
+
+async def test_a_client_given_by_the_caller_is_used_with_its_own_settings(app: WebApp, store: Store) -> None:
+    app.route("/answer", XML)
+    client = httpx.AsyncClient(headers={"User-Agent": "custom-agent"})
+    async with Webhooks(TOKEN, store=store, settings=FAST, client=client) as custom:
+        result = await custom.fetch_xml(app.url("/answer"), "POST", {}, session_params=SESSION)
+        assert result.body == XML.encode()
+        url = f"http://appuser:app-pass-77@127.0.0.1:{app.port}/answer?token=t"
+        assert (await custom.request(url, "GET", {}, session_params=SESSION)).status_code == 200
+    first, second = app.requests_to("/answer")
+    assert first.headers["user-agent"] == "custom-agent" and first.signature_valid(TOKEN)
+    assert second.headers["authorization"].startswith("Basic ") and second.signature_valid(TOKEN)
+    assert client.is_closed
