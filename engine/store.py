@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     gave_up_at      REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE gave_up_at IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_call ON outbox (call_uuid);
 """
 
 # Columns a caller may set on a call row (call_uuid and updated_at are the store's).

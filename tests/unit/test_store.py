@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import SCHEMA_VERSION, Store, StoreError
+from engine.store import HELD, SCHEMA_VERSION, Store, StoreError
 
 
 @pytest.fixture
@@ -177,3 +177,13 @@ async def test_closed_store_refuses_work(db_path: Path) -> None:
     assert store.closed
     with pytest.raises(StoreError, match="closed"):
         await store.depth()
+
+
+async def test_a_hangup_callback_finds_its_held_row_by_index_not_by_scanning_live_calls(store: Store) -> None:
+    # every live call holds a row; finding one call's row must not scan them all (2,000 live calls: 1.6x slower)
+    with sqlite3.connect(store.path) as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE call_uuid = ? AND kind = 'hangup' AND next_attempt_at >= ? "
+            "AND gave_up_at IS NULL ORDER BY id LIMIT 1", ("call-x", HELD),
+        ).fetchall()
+    assert "USING INDEX outbox_call" in " ".join(str(row[3]) for row in plan)
