@@ -147,10 +147,9 @@ class Engine:
                 call._task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        callbacks = [t for t in getattr(self.webhooks, "_tasks", ()) if not t.done()]
-        if callbacks:
-            log.info("callbacks_flushing", pending=len(callbacks), timeout=callback_timeout)
-            await asyncio.wait(callbacks, timeout=callback_timeout)
+        if self.webhooks is not None and self.webhooks.pending_callbacks():
+            log.info("callbacks_flushing", pending=self.webhooks.pending_callbacks(), timeout=callback_timeout)
+            await self.webhooks.flush(callback_timeout)
         await self.ua.stop()
         await self.http.stop()
         if self.outbox is not None:
