@@ -5,7 +5,8 @@ Phases (each prints its progress):
    a SIPp far end directly (the harness ceiling), Kamailio as a stateful proxy, sippy's b2bua_simple — a fixed
    100 CPS step (setup latency p50/p99, CPU per call), then the search for the highest clean rate (bench/load.py).
 2. Concurrent bridged calls with RTP both ways on a fresh engine (bench/rtpmeter.c), and RSS per active call.
-3. (full mode) Engine variants at 100 CPS: log level info vs warning, without the daemon's gc.freeze(), uvloop.
+3. (full mode) Engine variants at 100 CPS: log level info vs warning, without the daemon's gc.freeze(), larger GC
+   thresholds, uvloop.
 4. (full mode) A py-spy profile of the engine at 100 CPS: its CPU per call by layer (python -m bench.profile).
 Writes bench/results.json, bench/RESULTS.md and bench/results.png (`--out DIR` elsewhere), and a copy of the JSON
 with every process's logs under var/bench/<date>/.
@@ -245,7 +246,8 @@ def media_phase(workdir: Path, quick: bool, calls: int | None, log: Clock) -> di
 
 def variants_phase(workdir: Path, seconds: float, log: Clock) -> list[dict[str, Any]]:
     rows = []
-    variants = [EngineOptions(), EngineOptions(log_level="info"), EngineOptions(gc_freeze=False)]
+    variants = [EngineOptions(), EngineOptions(log_level="info"), EngineOptions(gc_freeze=False),
+                EngineOptions(gc_threshold=(10000, 20, 100))]
     try:
         import uvloop  # noqa: F401
 
