@@ -14,8 +14,9 @@ Reported per round (the best round is kept: the machine is shared and noisy):
   * CPU per call: `time.process_time()` over the calls of both user agents together (each wire message is
     serialised by one and parsed by the other), and per wire message;
   * wire messages per call (UDP datagrams sent by both sides);
-  * objects alive per call after the calls end (after a full collection, before the 64*T1 linger lets the ended
-    transactions, dialogs and legs go): what an ended call leaves in the collector's heap for 32 s;
+  * objects alive per call after the calls end (GC-tracked objects, after a full collection, before the 64*T1 linger
+    lets the ended transactions and dialog records go): what an ended call leaves in the collector's heap for up to
+    32 s (legs are gone by then; a dialog's record is untracked, see sip.ua.EndedDialog);
   * garbage collections during the calls (by generation) and the longest collection pause, timed with gc.callbacks.
 
 Logging is filtered at WARNING so structlog's renderer is not measured; the `log.info` calls of sip/ still run.

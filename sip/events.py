@@ -7,7 +7,7 @@ Plain dataclasses, no behaviour: the transaction layer (`sip.transaction`) produ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .message import Request, Response
 
@@ -47,6 +47,10 @@ class ResponseReceived:
 
     response: Response
     tx: ClientTransaction
+    owner: Any = None
+    """The transaction's owner when the response arrived: a transaction that only absorbs retransmissions from then
+    on has already let go of it (`Transaction._release`). None for a 2xx retransmission in Accepted: the TU finds
+    the dialog from the response itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,8 @@ class InviteCancelled:
 
     invite_tx: ServerTransaction
     cancel: Request
+    owner: Any = None
+    """The INVITE transaction's owner (its 487 released it, see `ResponseReceived.owner`)."""
 
 
 @dataclass(frozen=True, slots=True)

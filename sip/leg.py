@@ -125,13 +125,16 @@ class Leg:
         self.remote_sdp: str | None = None
         self.end_cause: EndCause | None = None
         self.events: asyncio.Queue[LegEvent] = asyncio.Queue()
-        # `ended` and `acked` are asyncio Events made on first use: most callers never wait on them, and an ended
-        # leg stays referenced by the UA for 64*T1, so two Events (and their waiter deques) per leg would sit in the
-        # collector's heap that long for nothing.
+        # `ended` and `acked` are asyncio Events made on first use: most callers never wait on them, and two Events
+        # (and their waiter deques) per leg would sit in the collector's heap for as long as anyone keeps the leg.
         self._ended_event: asyncio.Event | None = None
         self._acked = False
         self._acked_event: asyncio.Event | None = None
         self._bye_after_ack = False  # hangup() came before the ACK for our 2xx: BYE when it arrives
+        # Outbound: the ACK sent for the 2xx and where it went; what a retransmitted 2xx gets again, also from the
+        # record the UA keeps once the leg has ended (UserAgent._linger).
+        self._ack_wire: bytes | None = None
+        self._ack_peer: Address | None = None
         # Answers re-offers (hold/unhold, codec change) when set, e.g. by the media session; returns our SDP or
         # raises ValueError (-> 488). Unset: the direction is mirrored into our last SDP (sip.sdp_direction).
         self.offer_handler: Callable[[str], str] | None = None
@@ -180,8 +183,8 @@ class Leg:
             return
         self.state = LegState.ENDED
         self.end_cause = cause
-        # The UA keeps an ended leg 64*T1 for a crossing BYE; the handler (a bound method of the engine's Call) would
-        # keep the whole call - media session, timeline, webhooks' params - alive and in the GC's heap that long.
+        # Whoever still holds the ended leg (the UA lets go of it at once, see UserAgent._linger) should not keep the
+        # whole call - media session, timeline, webhooks' params - alive through this bound method of the Call.
         self.offer_handler = None
         self.log.info("leg_ended", kind=cause.kind, status=cause.status, reason=cause.reason, by=cause.by)
         self._emit(Ended(cause))
@@ -267,11 +270,18 @@ class Leg:
         if self._bye_after_ack:
             self._bye_after_ack = False
             self._send_bye()
+            if self.state is LegState.ENDED:
+                self.ua._leg_ended(self)  # the BYE it waited for is out: the UA may let go of the leg now
 
     def _on_ack_timeout(self) -> None:
         self.log.warning("ack_timeout")
+        already_ended = self.state is LegState.ENDED
+        self._bye_after_ack = False
         self._send_bye()
-        self._end(EndCause("ack_timeout", 408, "no ACK for 2xx", by="remote"))
+        if already_ended:
+            self.ua._leg_ended(self)  # hung up before the ACK: the BYE it waited for is out
+        else:
+            self._end(EndCause("ack_timeout", 408, "no ACK for 2xx", by="remote"))
 
     def _send_bye(self) -> ClientTransaction | None:
         if self.dialog is None or self.dialog.state is DialogState.TERMINATED:
@@ -293,10 +303,10 @@ class Leg:
     def _on_response(self, response: Response, tx: ClientTransaction) -> None:
         """Responses to in-dialog requests (BYE, INFO): nothing to do beyond logging failures."""
         if response.status >= 300:
-            self.log.info("in_dialog_request_failed", method=tx.request.method, status=response.status)
+            self.log.info("in_dialog_request_failed", method=response.cseq[1], status=response.status)
 
     def _on_timeout(self, tx: ClientTransaction | ServerTransaction) -> None:
-        self.log.info("in_dialog_request_timeout", method=tx.request.method)
+        self.log.info("in_dialog_request_timeout", method=tx.key[-1])
 
 
 class InboundLeg(Leg):
@@ -412,8 +422,10 @@ class OutboundLeg(Leg):
         self.credentials = credentials
         self.auth_attempts = 0
         self.tx: ClientTransaction | None = None
+        # The INVITE of `tx` (the authenticated retry after a challenge): kept here, as the transaction lets go of
+        # its request once it only absorbs retransmissions.
+        self._invite_in_flight = invite
         self.local_sdp = invite.body.decode("utf-8", "replace") if invite.body else None
-        self._ack_wire: bytes | None = None
         self._cancel_pending = False
         self._cancelled = False
         self._provisional_seen = False
@@ -426,7 +438,7 @@ class OutboundLeg(Leg):
 
     # -- responses to our INVITE -----------------------------------------------------------------------------------
     def _on_response(self, response: Response, tx: ClientTransaction) -> None:
-        if tx.request.method != "INVITE":
+        if response.cseq[1] != "INVITE":
             super()._on_response(response, tx)
             return
         status = response.status
@@ -460,7 +472,7 @@ class OutboundLeg(Leg):
 
     @property
     def invite_in_flight(self) -> Request:
-        return self.tx.request if self.tx is not None else self.invite
+        return self._invite_in_flight
 
     def _on_2xx(self, response: Response) -> None:
         self._cancel_guard()
@@ -476,7 +488,6 @@ class OutboundLeg(Leg):
             return
         dialog = Dialog.from_uac(invite, response)
         self.dialog = dialog
-        self.ua.register_dialog(dialog, self)
         ack_headers = Headers()
         for name in ("Authorization", "Proxy-Authorization"):
             value = invite.headers.get(name)
@@ -484,7 +495,11 @@ class OutboundLeg(Leg):
                 ack_headers.add(name, value)
         ack = dialog.request("ACK", via=self.ua.via(self.peer.transport), headers=ack_headers,
                              cseq=invite.cseq[0])
-        self._ack_wire = self.ua.send_stateless(ack, self._next_hop_address(dialog))
+        self._ack_peer = self._next_hop_address(dialog)
+        self._ack_wire = self.ua.send_stateless(ack, self._ack_peer)
+        # After the ACK is known: a leg that already ended (the 2xx crossed our CANCEL) is registered as the record
+        # of an ended dialog, which re-sends this ACK to retransmissions of the 2xx.
+        self.ua.register_dialog(dialog, self)
         self._set_acked()
         if self._cancelled or self.state is LegState.ENDED:
             # The 2xx crossed our CANCEL (or we gave up): the call must not stay up.
@@ -545,6 +560,7 @@ class OutboundLeg(Leg):
         retry = Request("INVITE", previous.uri, headers, previous.body)
         self.auth_attempts += 1
         self.log.info("auth_retry", status=response.status, realm=challenge.realm, algorithm=challenge.algorithm)
+        self._invite_in_flight = retry
         self.tx = self.ua.send_request(retry, self.peer, self)
         # A peer that sends 1xx to the retry and then goes silent would keep the INVITE transaction in Proceeding
         # forever; this guard turns that into auth_timeout after the same 64*T1 Timer B would allow.
@@ -565,7 +581,7 @@ class OutboundLeg(Leg):
             self._guard = None
 
     def _on_timeout(self, tx: ClientTransaction | ServerTransaction) -> None:
-        if tx.request.method != "INVITE":
+        if tx.key[-1] != "INVITE":
             super()._on_timeout(tx)
             return
         self._cancel_guard()

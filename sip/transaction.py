@@ -159,15 +159,16 @@ class Transaction:
 
     def _deliver(self, now: float, message: Request | Response | None) -> None:
         assert isinstance(message, Response)
-        self.layer._event(ResponseReceived(message, self))  # type: ignore[arg-type]
+        self.layer._event(ResponseReceived(message, self, self.owner))  # type: ignore[arg-type]
 
     def _timeout(self, now: float, message: Request | Response | None) -> None:
         self.layer._event(TransactionTimedOut(self))  # type: ignore[arg-type]
 
     def _release(self, now: float, message: Request | Response | None) -> None:
-        """Keep only what absorbing retransmissions needs (key, peer, the bytes last sent): a server transaction
-        lingers 64*T1 after its final response, and would otherwise keep the request, the response and the TU
-        object (a leg, its dialog and everything they reference) alive and in the collector's heap that long."""
+        """Keep only what absorbing retransmissions needs (key, peer, the bytes last sent): a transaction lingers
+        up to 64*T1 after its final response, and would otherwise keep the request, the response and the TU object
+        (a leg, its dialog and everything they reference) alive and in the collector's heap that long. Runs after
+        `deliver` in a row: the event carries the owner it was delivered to."""
         self._request = None
         self.last_response = None
         self.owner = None
@@ -198,12 +199,14 @@ class ClientInviteTransaction(ClientTransaction):
         (S.CALLING, "timer_A"): (S.CALLING, ("resend", "double_A")),
         (S.CALLING, "timer_B"): (S.TERMINATED, ("timeout",)),
         (S.CALLING, "1xx"): (S.PROCEEDING, ("stop_AB", "deliver")),
-        (S.CALLING, "2xx"): (S.ACCEPTED, ("stop_AB", "deliver", "start_M")),
-        (S.CALLING, "final"): (S.COMPLETED, ("stop_AB", "send_ack", "deliver", "start_D")),
+        (S.CALLING, "2xx"): (S.ACCEPTED, ("stop_AB", "deliver", "start_M", "release")),
+        (S.CALLING, "final"): (S.COMPLETED, ("stop_AB", "send_ack", "deliver", "start_D", "release")),
         (S.PROCEEDING, "1xx"): (S.PROCEEDING, ("deliver",)),
-        (S.PROCEEDING, "2xx"): (S.ACCEPTED, ("deliver", "start_M")),
-        (S.PROCEEDING, "final"): (S.COMPLETED, ("send_ack", "deliver", "start_D")),
-        (S.ACCEPTED, "2xx"): (S.ACCEPTED, ("deliver",)),  # the TU ACKs every 2xx retransmission
+        (S.PROCEEDING, "2xx"): (S.ACCEPTED, ("deliver", "start_M", "release")),
+        (S.PROCEEDING, "final"): (S.COMPLETED, ("send_ack", "deliver", "start_D", "release")),
+        # The TU ACKs every 2xx retransmission; released, the transaction delivers it without an owner and the TU
+        # finds the dialog (or the record an ended dialog leaves) from the response's Call-ID and tags.
+        (S.ACCEPTED, "2xx"): (S.ACCEPTED, ("deliver",)),
         (S.ACCEPTED, "timer_M"): (S.TERMINATED, ()),
         (S.COMPLETED, "final"): (S.COMPLETED, ("resend",)),  # retransmitted final: ACK again, not delivered
         (S.COMPLETED, "timer_D"): (S.TERMINATED, ()),
@@ -242,13 +245,13 @@ class ClientNonInviteTransaction(ClientTransaction):
         (S.TRYING, "timer_E"): (S.TRYING, ("resend", "double_E")),
         (S.TRYING, "timer_F"): (S.TERMINATED, ("timeout",)),
         (S.TRYING, "1xx"): (S.PROCEEDING, ("deliver",)),
-        (S.TRYING, "2xx"): (S.COMPLETED, ("stop_EF", "deliver", "start_K")),
-        (S.TRYING, "final"): (S.COMPLETED, ("stop_EF", "deliver", "start_K")),
+        (S.TRYING, "2xx"): (S.COMPLETED, ("stop_EF", "deliver", "start_K", "release")),
+        (S.TRYING, "final"): (S.COMPLETED, ("stop_EF", "deliver", "start_K", "release")),
         (S.PROCEEDING, "timer_E"): (S.PROCEEDING, ("resend", "rearm_E_T2")),
         (S.PROCEEDING, "timer_F"): (S.TERMINATED, ("timeout",)),
         (S.PROCEEDING, "1xx"): (S.PROCEEDING, ("deliver",)),
-        (S.PROCEEDING, "2xx"): (S.COMPLETED, ("stop_EF", "deliver", "start_K")),
-        (S.PROCEEDING, "final"): (S.COMPLETED, ("stop_EF", "deliver", "start_K")),
+        (S.PROCEEDING, "2xx"): (S.COMPLETED, ("stop_EF", "deliver", "start_K", "release")),
+        (S.PROCEEDING, "final"): (S.COMPLETED, ("stop_EF", "deliver", "start_K", "release")),
         (S.COMPLETED, "timer_K"): (S.TERMINATED, ()),
     }
 
@@ -293,7 +296,8 @@ class ServerInviteTransaction(ServerTransaction):
         (S.PROCEEDING, "request"): (S.PROCEEDING, ("resend",)),
         (S.PROCEEDING, "send_1xx"): (S.PROCEEDING, ("send",)),
         (S.PROCEEDING, "send_2xx"): (S.ACCEPTED, ("send", "start_L", "await_ack", "release")),
-        (S.PROCEEDING, "send_final"): (S.COMPLETED, ("send", "start_GH")),
+        # Released: Timer H (no ACK to our 3xx-6xx) then times out with no owner to tell, as nothing is left to do.
+        (S.PROCEEDING, "send_final"): (S.COMPLETED, ("send", "start_GH", "release")),
         (S.ACCEPTED, "request"): (S.ACCEPTED, ()),  # AckWait retransmits the 2xx; the INVITE copy is absorbed
         (S.ACCEPTED, "timer_L"): (S.TERMINATED, ()),
         (S.COMPLETED, "request"): (S.COMPLETED, ("resend",)),
@@ -503,10 +507,11 @@ class TransactionLayer:
             return
         cancel_tx.respond(make_response(cancel, 200), now)
         if invite_tx.state is State.PROCEEDING:
+            owner = invite_tx.owner  # the 487 releases it
             to_tag = invite_tx.last_response.to_tag if invite_tx.last_response is not None else ""
             # a final response needs a To tag (§8.2.6.2) even when only an untagged 100, or nothing, went out
             invite_tx.respond(make_response(invite_tx.request, 487, to_tag=to_tag or secrets.token_hex(6)), now)
-            self._events.append(InviteCancelled(invite_tx, cancel))
+            self._events.append(InviteCancelled(invite_tx, cancel, owner))
 
     # -- internals used by transactions ---------------------------------------------------------------------------
     def _emit(self, wire: bytes, peer: Address) -> None:

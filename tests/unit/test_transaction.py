@@ -438,10 +438,11 @@ def test_server_invite_tcp_no_timer_g_ack_timer_i_zero(layer: TransactionLayer) 
 
 def test_server_invite_tcp_timer_h(layer: TransactionLayer) -> None:
     tx = start_server_invite(layer, TCP)
-    layer.send_response(tx, make_response(tx.request, 404, to_tag="uastag"), 0.0)
+    not_found = make_response(tx.request, 404, to_tag="uastag")
+    layer.send_response(tx, not_found, 0.0)
     events = layer.handle_timers(32.0)
     assert [type(e) for e in events] == [TransactionTimedOut]
-    assert layer.datagrams_to_send() == [(make_response(tx.request, 404, to_tag="uastag").to_bytes(), TCP)]
+    assert layer.datagrams_to_send() == [(not_found.to_bytes(), TCP)]
     assert_idle(layer)
 
 
@@ -581,6 +582,52 @@ def test_server_non_invite_tcp_timer_j_zero(layer: TransactionLayer) -> None:
     layer.handle_timers(1.0)
     assert tx.terminated
     assert_idle(layer)
+
+
+# -- letting go of the TU once only retransmissions are left (issue #8) ------------------------------------------------
+@pytest.mark.parametrize("status", [200, 486])
+def test_client_invite_final_delivered_with_its_owner_then_released(layer: TransactionLayer, status: int) -> None:
+    """the first 2xx (or final) reaches the owner through the event; the transaction then keeps neither the owner
+    (a leg) nor the request, and a 2xx retransmission in Accepted comes without an owner (the TU finds the dialog)."""
+    request = invite()
+    tx = layer.send_request(request, UDP, 0.0)
+    owner = object()
+    tx.owner = owner
+    first = resp(request, status)
+    events = layer.receive(first, UDP, 1.0)
+    assert len(events) == 1 and isinstance(events[0], ResponseReceived)
+    assert events[0].response is first and events[0].owner is owner
+    assert tx.owner is None and tx._request is None and tx.last_response is None
+    if status == 200:
+        events = layer.receive(resp(request, 200), UDP, 2.0)
+        assert len(events) == 1 and isinstance(events[0], ResponseReceived) and events[0].owner is None
+    else:
+        layer.datagrams_to_send()
+        assert layer.receive(resp(request, 486), UDP, 2.0) == []  # absorbed: ACKed again from the kept bytes
+        assert len(layer.datagrams_to_send()) == 1
+
+
+def test_client_non_invite_final_delivered_with_its_owner_then_released(layer: TransactionLayer) -> None:
+    bye = req("BYE", to_tag="uastag")
+    tx = layer.send_request(bye, UDP, 0.0)
+    owner = object()
+    tx.owner = owner
+    events = layer.receive(resp(bye, 200), UDP, 0.1)
+    assert len(events) == 1 and isinstance(events[0], ResponseReceived) and events[0].owner is owner
+    assert tx.owner is None and tx._request is None
+
+
+def test_server_invite_final_releases_owner_and_cancel_still_reaches_it(layer: TransactionLayer) -> None:
+    """a 3xx-6xx releases the INVITE transaction's owner; the 487 a CANCEL causes does too, and InviteCancelled
+    carries the owner it had."""
+    tx = start_server_invite(layer)
+    owner = object()
+    tx.owner = owner
+    events = layer.receive(req("CANCEL"), UDP, 1.0)
+    assert len(events) == 1 and isinstance(events[0], InviteCancelled) and events[0].owner is owner
+    assert tx.state is State.COMPLETED and tx.owner is None and tx._request is None and tx.last_response is None
+    events = layer.handle_timers(33.0)  # Timer H: no ACK to the 487; nobody left to tell but the event is kept
+    assert [type(e) for e in events] == [TransactionTimedOut]
 
 
 # -- CANCEL ------------------------------------------------------------------------------------------------------------
