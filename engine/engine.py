@@ -70,6 +70,7 @@ class Engine:
         self.http_route_builders: list[Callable[[Any, Engine], None]] = []
         self.registrar = Registrar(self.ua, config)
         self.ua.on_request = self._on_request
+        self.ua.allow = f"{self.ua.allow}, REGISTER"
         # Limits and draining (engine.admission): INVITEs get 503 + Retry-After, the REST API asks admission.admit().
         self.admission = Admission(config.limits.max_calls, config.limits.max_cps, live=self.live_calls)
         self.ua.admit = self._admit_invite

@@ -97,6 +97,9 @@ class UserAgent:
         # None while in service; a Retry-After (seconds) while the node takes no new calls (draining): OPTIONS then
         # gets 503, so a load balancer probing with OPTIONS (Kamailio's dispatcher) stops sending calls here.
         self.out_of_service: Callable[[], int | None] | None = None
+        # What OPTIONS and 405 advertise outside dialogs: ALLOW plus the methods ``on_request`` serves (REGISTER when
+        # the engine's registrar is on).
+        self.allow = ALLOW
         self.layer = TransactionLayer(timers)
         self.transports = TransportSet(self._on_bytes)
         self.stats: Counter[str] = Counter()
@@ -443,12 +446,12 @@ class UserAgent:
                 self.respond(tx, request, 503, headers=Headers([("Retry-After", str(retry_after))]))
                 return
             self.respond(tx, request, 200, headers=Headers(
-                [("Allow", ALLOW), ("Accept", "application/sdp"), ("Accept-Language", "en")]
+                [("Allow", self.allow), ("Accept", "application/sdp"), ("Accept-Language", "en")]
             ))
         elif method in ("BYE", "INFO", "UPDATE"):
             self.respond(tx, request, 481)
         elif method in KNOWN_UNSUPPORTED:
-            self.respond(tx, request, 405, headers=Headers([("Allow", ALLOW)]))
+            self.respond(tx, request, 405, headers=Headers([("Allow", self.allow)]))
         else:
             self.respond(tx, request, 501)
 

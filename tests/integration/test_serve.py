@@ -96,6 +96,8 @@ def test_options_over_udp_and_tcp_get_200(daemon) -> None:
     reply = udp_options(port, "udp1")
     assert reply is not None and reply.startswith(b"SIP/2.0 200 OK\r\n")
     assert b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS" in reply
+    allow = next(line for line in reply.split(b"\r\n") if line.startswith(b"Allow: "))
+    assert b"REGISTER" in allow  # the daemon's registrar serves it
     assert b"Call-ID: udp1@probe" in reply
     with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
         s.sendall(options(port, "tcp1", "tcp1@probe", 5999).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
