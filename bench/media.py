@@ -176,7 +176,7 @@ async def run_round(n: int, sink: Sink, allocator: PortAllocator, seconds: float
     kwargs: dict[str, Any] = {"clock": loop} if variant == "per-stream" else {}
     sessions = [await RtpSession.open(allocator, HOST, HOST, **kwargs) for _ in range(n)]
     for s in sessions:
-        s.log = _QuietLog()
+        s.log = QuietLog()
     start = loop.time() + 0.05
     started = loop.create_future()
 
@@ -302,7 +302,7 @@ class _NullSink:
         pass
 
 
-class _QuietLog:
+class QuietLog:
     """Drop the per-session info logs (thousands of 'rtp_negotiated' lines would swamp the table)."""
 
     def info(self, *args: object, **kwargs: object) -> None:
@@ -311,7 +311,7 @@ class _QuietLog:
     def exception(self, *args: object, **kwargs: object) -> None:
         print("session error:", args, kwargs, file=sys.stderr)
 
-    def bind(self, **kwargs: object) -> _QuietLog:
+    def bind(self, **kwargs: object) -> QuietLog:
         return self
 
 
@@ -391,7 +391,7 @@ async def drift(args: argparse.Namespace) -> None:
     port = transport.get_extra_info("sockname")[1]
     allocator = PortAllocator(args.port_min, args.port_max)
     session = await RtpSession.open(allocator, HOST, HOST)
-    session.log = _QuietLog()
+    session.log = QuietLog()
     session.answer(sdp.build_offer(HOST, port, codecs=("PCMU",)))
     session.play(LoopingTone())
     naive_ssrc = 0x5EED

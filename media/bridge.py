@@ -1,9 +1,11 @@
 """Relaying audio and DTMF between two RTP sessions (a bridged call: A <-> B), and one-way relays (early media).
 
-Each session decodes what it receives to 20 ms PCM frames (media.session), so relaying is codec-independent: a
-PCMU leg and a PCMA leg are bridged by decoding one and encoding the other (transcoding for free). A `FrameRelay`
-is the sink on one side and the source played on the other, with a small jitter queue: frames that arrive in a
-burst are kept (up to `depth`), an empty queue plays silence, never stops the stream.
+A `FrameRelay` is the sink on one side and the source played on the other, with a small jitter queue: frames that
+arrive in a burst are kept (up to `depth`), an empty queue plays silence, never stops the stream; the other session
+sends them on its own 20 ms schedule. When both legs use the same codec the G.711 payloads pass through as received
+(no decode/encode: about a fifth of the CPU of a relayed packet); a PCMU leg and a PCMA leg are bridged by
+decoding one and encoding the other (transcoding for free). Recorders, detectors and taps on a session still get
+PCM (the session decodes for them only).
 
 What does not live here: SIP, the Dial logic (engine/dialing), pacing and codecs (media.session, media.g711).
 """
@@ -14,28 +16,56 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from . import g711
 from .frames import FRAME_BYTES, SILENCE_FRAME
 
 DEFAULT_DEPTH = 5  # frames (100 ms): beyond this the oldest frame is dropped to keep latency bounded
 
 
 class FrameRelay:
-    """An AudioSink on one session that is also the AudioSource played on another."""
+    """An AudioSink on one session that is also the AudioSource played on another.
+
+    Same-codec pass-through: a receiving RtpSession hands 20 ms G.711 payloads to `write_payload()` as they arrive
+    (no decoding), and the sending session takes them with `read_payload(codec)` (no encoding) when its codec is
+    the one they are in; the bytes go out as received, under the sender's own SSRC, sequence and timestamps, on its
+    20 ms schedule. Anything else (PCM from `write_frame()`, a reader that wants PCM, a codec change mid-call) is
+    converted on the way, so the relay works whichever way it is fed and read."""
+
+    __slots__ = ("_frames", "_codec", "_stopped", "relayed", "underruns", "dropped")
 
     def __init__(self, depth: int = DEFAULT_DEPTH) -> None:
         self._frames: deque[bytes] = deque(maxlen=depth)
+        self._codec: str | None = None  # None: the queue holds PCM frames; else G.711 payloads in this codec
         self._stopped = False
         self.relayed = 0
         self.underruns = 0
         self.dropped = 0
 
+    @property
+    def codec(self) -> str | None:
+        """The codec of the queued payloads (None while the relay carries PCM)."""
+        return self._codec
+
     # AudioSink
     def write_frame(self, pcm: bytes) -> None:
         if len(pcm) != FRAME_BYTES:
             return
-        if len(self._frames) == self._frames.maxlen:
+        frames = self._frames
+        if len(frames) == frames.maxlen:
             self.dropped += 1
-        self._frames.append(pcm)
+        frames.append(pcm if self._codec is None else g711.encode(pcm, self._codec))
+
+    def write_payload(self, payload: bytes, codec: str) -> None:
+        """One 20 ms G.711 payload (160 bytes) in `codec`, as received."""
+        frames = self._frames
+        if codec != self._codec:
+            if frames:  # keep what is queued in its format: convert this one
+                self.write_frame(g711.decode(payload, codec))
+                return
+            self._codec = codec
+        if len(frames) == frames.maxlen:
+            self.dropped += 1
+        frames.append(payload)
 
     # AudioSource
     def read_frame(self) -> bytes | None:
@@ -43,9 +73,23 @@ class FrameRelay:
             return None
         if self._frames:
             self.relayed += 1
-            return self._frames.popleft()
+            frame = self._frames.popleft()
+            return frame if self._codec is None else g711.decode(frame, self._codec)
         self.underruns += 1
         return SILENCE_FRAME
+
+    def read_payload(self, codec: str) -> bytes | None:
+        """The next frame as a G.711 payload in `codec` (silence when nothing waits); None once stopped."""
+        if self._stopped:
+            return None
+        if self._frames:
+            self.relayed += 1
+            frame = self._frames.popleft()
+            if self._codec == codec:
+                return frame
+            return g711.encode(frame if self._codec is None else g711.decode(frame, self._codec), codec)
+        self.underruns += 1
+        return g711.SILENCE[codec]
 
     def stop(self) -> None:
         self._stopped = True

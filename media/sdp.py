@@ -357,11 +357,33 @@ def build_offer(address: str, port: int, codecs: tuple[str, ...] = ("PCMU", "PCM
         origin=Origin(username, session_id or new_session_id(), session_version, "IN", _addrtype(address), address),
         session_name="softswitch", connection=address, connection_addrtype=_addrtype(address), media=[m],
     )
-    return sd.to_text()
+    text = sd.to_text()
+    _remember(text, sd)  # what parse(text) gives (tests/unit/test_sdp.py checks): the answer to it needs it
+    return text
+
+
+# Parsed SDP by text, for this module's own use: a call's offer is parsed for the 488 check, again to answer it (183
+# and 200), and our own offer once more when its answer comes. The objects in it are shared and must not be changed
+# (build_answer / negotiate_answer only read them; with_direction copies first); `parse()` always returns a new one.
+_PARSED: dict[str, SessionDescription] = {}
+_PARSED_MAX = 256
+
+
+def _remember(text: str, sd: SessionDescription) -> None:
+    if len(_PARSED) >= _PARSED_MAX:
+        del _PARSED[next(iter(_PARSED))]  # the oldest (dicts keep insertion order)
+    _PARSED[text] = sd
 
 
 def _as_sdp(sdp: str | bytes | SessionDescription) -> SessionDescription:
-    return sdp if isinstance(sdp, SessionDescription) else parse(sdp)
+    if isinstance(sdp, SessionDescription):
+        return sdp
+    text = sdp.decode("utf-8", "replace") if isinstance(sdp, bytes) else sdp
+    sd = _PARSED.get(text)
+    if sd is None:
+        sd = parse(text)
+        _remember(text, sd)
+    return sd
 
 
 def _rejected(m: MediaDescription) -> MediaDescription:

@@ -9,14 +9,15 @@
 
 Choices (and why):
 * Pacing: every session has an absolute schedule, tick k at t0 + k * 0.020 (t0 = when the remote is first known,
-  i.e. an SDP answer made or received), until `close()`. Relative sleeps drift (~+0.2 ms per packet here); an
-  absolute schedule does not. By default the ticks of all sessions of a loop are driven by one shared `MediaClock`
-  (1 ms slots on the same absolute grid, one asyncio timer per slot instead of one per packet): measured in
-  bench/media.py it needs 15-25 % less CPU per packet than one `loop.call_at` chain per session (1000 streams at
-  ~57 % of one core, p99 lateness ~1.5 ms on a quiet machine); `RtpSession(..., clock=loop)` gives the per-session
-  `loop.call_at` chain instead. If the
-  loop was blocked for more than MAX_BURST_TICKS ticks, the missed ticks are skipped (timestamp jumps, counted in
-  `stats.skipped_ticks`) rather than sent as a burst.
+  i.e. an SDP answer made or received, moved up to 20 ms later onto a slot of the clock), until `close()`. Relative
+  sleeps drift (~+0.2 ms per packet here); an absolute schedule does not. By default the ticks of all sessions of a
+  loop are driven by one shared `MediaClock`: 1 ms slots on the same absolute grid, one asyncio timer per slot
+  instead of one per packet, and a wheel (one bucket per slot of the 20 ms period) on which each session stays, so
+  nothing is scheduled per packet. New sessions are packed into slots already in use (up to SLOT_SESSIONS each):
+  few calls wake the loop a few times per period, 1000 streams still spread over all 20 slots.
+  `RtpSession(..., clock=loop)` gives a per-session `loop.call_at` chain instead (bench/media.py compares them). If
+  the loop was blocked for more than MAX_BURST_TICKS ticks, the missed ticks are skipped (timestamp jumps, counted
+  in `stats.skipped_ticks`) rather than sent as a burst.
 * Idle stream: while the call is up and nothing is playing we send G.711 silence every 20 ms (`idle="silence"`, the
   default), like FreeSWITCH and Asterisk do: carriers and SBCs run RTP inactivity timers, NAT bindings and the
   remote's latch need traffic, and SIPp's -rtp_echo only echoes what we send. `idle="none"` sends nothing between
@@ -30,7 +31,9 @@ Choices (and why):
   the DTMF listeners once. `send_dtmf()` sends RFC 4733 events (audio paused during each event; see media/dtmf.py),
   or in-band tones when the peer did not negotiate telephone-event.
 * Receiving: G.711 of either static type (PCMU 0 / PCMA 8) and any payload size is decoded and re-chunked into
-  20 ms frames for the sinks. There is no jitter buffer: packets older than the newest one of their SSRC are counted
+  20 ms frames for the sinks; a sink with `write_payload` (a bridge's FrameRelay) gets 20 ms payloads as received
+  instead, and nothing is decoded when no other sink needs PCM (same-codec pass-through, media/bridge.py).
+  There is no jitter buffer: packets older than the newest one of their SSRC are counted
   (`reordered`) and dropped, duplicates are dropped, and a timestamp gap (loss, or a peer that stops sending during
   silence or a DTMF event) up to 1 s is filled with silence so recordings keep their length.
 * Symmetric RTP (RFC 4961 / "comedia"): we send to the SDP address until the first valid RTP packet arrives, then to
@@ -38,7 +41,8 @@ Choices (and why):
   consecutive valid packets come from one new address (the peer moved), which re-latches. We latch the address, not
   the SSRC: all SSRCs from the latched address are accepted (peers change SSRC on re-INVITE/transfer, and SIPp plays
   its DTMF pcap with a different SSRC than its audio); loss is counted per SSRC.
-* Sockets: the RTP socket is read with `loop.add_reader` and drained with recvfrom(4096), not through
+* Sockets: the RTP sockets of a loop are watched through one epoll set (`RtpReaders`, itself one `loop.add_reader`;
+  plain `loop.add_reader` per socket where there is no epoll) and read with recvfrom(4096), not through
   `create_datagram_endpoint` (whose transport reads one datagram per wake-up into a 256 KiB buffer: ~4x the CPU per
   received packet); we send with the socket's own sendto (non-blocking; a full buffer just counts a send error).
 * RTCP: none. We neither send SR/RR nor read RTCP; the odd port above ours stays bound (see media/ports.py) so the
@@ -55,7 +59,10 @@ import asyncio
 import heapq
 import ipaddress
 import random
+import select
 import socket
+import struct
+import time
 import weakref
 from array import array
 from collections import deque
@@ -76,6 +83,7 @@ log = structlog.get_logger("media.session")
 TICK = 0.020  # seconds per frame
 MAX_BURST_TICKS = 3  # more late than this: skip the missed ticks instead of bursting them
 LATE_THRESHOLD = 0.005  # a send more than 5 ms behind its schedule counts as late
+EARLY_LIMIT = 0.002  # a tick run more than this before it is due is not this tick (see MediaClock's wheel)
 RELATCH_PACKETS = 5  # consecutive packets from a new source address before we follow it
 MAX_GAP_FILL = 8000  # samples of silence inserted at most for one timestamp gap (1 s)
 HIST_BIN = 0.0001  # lateness histogram: 0.1 ms bins ...
@@ -87,10 +95,12 @@ MAX_READS_PER_WAKEUP = 64
 
 IdleMode = Literal["silence", "none"]
 _DECODERS = {pt: g711.decoder(codec) for pt, codec in g711.CODEC_BY_PAYLOAD_TYPE.items()}
+_CODEC_BY_PT: dict[int, str] = dict(g711.CODEC_BY_PAYLOAD_TYPE)
+_RX_HEADER = struct.Struct("!xBHII").unpack_from  # byte 1 (M, PT), sequence, timestamp, SSRC
 PlayOutcome = Literal["finished", "stopped", "failed"]
 
 
-@dataclass
+@dataclass(slots=True)
 class SourceStats:
     """Receive statistics for one remote SSRC (RFC 3550 A.1/A.3 style, without the probation step)."""
 
@@ -129,7 +139,7 @@ class SourceStats:
         return -1
 
 
-@dataclass
+@dataclass(slots=True)
 class RtpStats:
     packets_sent: int = 0
     bytes_sent: int = 0  # RTP octets (header + payload)
@@ -188,6 +198,8 @@ class Playback:
     def __init__(self, source: AudioSource, loop: asyncio.AbstractEventLoop) -> None:
         self.source = source
         self.read_frame = source.read_frame
+        # a FrameRelay of a bridge can hand over G.711 payloads as received (same-codec pass-through)
+        self.read_payload: Callable[[str], bytes | None] | None = getattr(source, "read_payload", None)
         self.frames = 0
         self.outcome: PlayOutcome | None = None
         self.error: BaseException | None = None
@@ -221,19 +233,30 @@ class MediaClock:
     With one asyncio TimerHandle per session, every 20 ms packet costs a TimerHandle, a heap push and pop with
     Python-level comparisons and an event-loop iteration; here a whole slot (N/20 sessions) shares one. Measured with
     bench/media.py on 2 cores: 11.3-11.7 vs 13.8-14.9 µs of CPU per packet at 1000 streams (15-25 % less).
+
+    Sessions do not re-schedule every tick: they join a wheel (`add_periodic`), one bucket per slot of the 20 ms
+    period, and each bucket runs every period at its slot (no call_at, dict or heap work per packet). After a stall
+    the wheel runs every slot that was missed (at most MAX_BURST_TICKS + 1 periods), so each session catches up the
+    way a chain of call_at ticks would, and skips what is older than that.
     """
 
     RESOLUTION = 0.001
+    SLOT_SESSIONS = 40  # sessions that start_slot() packs into one slot (1000 streams still fill all 20 slots)
     _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = weakref.WeakKeyDictionary()
 
     def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float = RESOLUTION) -> None:
-        self._loop = loop
+        # weak: the clock must not keep a finished loop alive (for_loop's dictionary is keyed weakly by the loop)
+        self._loop_ref = weakref.ref(loop)
         self._resolution = resolution
         self._slots: dict[int, list[Callable[[], None]]] = {}
         self._heap: list[int] = []
         self._handle: asyncio.TimerHandle | None = None
         self._armed: int | None = None
         self._running = False
+        self._period = max(1, round(TICK / resolution))  # slots per 20 ms
+        self._wheel: list[list[Callable[[], None]]] = [[] for _ in range(self._period)]
+        self._periodic = 0  # callbacks on the wheel
+        self._next_slot = 0  # the first wheel slot not run yet
 
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop) -> MediaClock:
@@ -243,7 +266,7 @@ class MediaClock:
         return clock
 
     def call_at(self, when: float, callback: Callable[[], None]) -> None:
-        slot = int(when / self._resolution)
+        slot = int(when / self._resolution + 1e-6)
         bucket = self._slots.get(slot)
         if bucket is not None:
             bucket.append(callback)
@@ -253,11 +276,80 @@ class MediaClock:
         if not self._running and (self._armed is None or slot < self._armed):
             self._arm(slot)
 
+    def _current_slot(self) -> int:
+        """The slot that runs now: a slot runs from half a slot before its start (the loop's timers are ~1 ms)."""
+        loop = self._loop_ref()
+        now = loop.time() if loop is not None else 0.0
+        return int((now + self._resolution / 2) / self._resolution)
+
+    def start_slot(self, when: float) -> int:
+        """The slot in which a stream that may start at `when` should have its ticks: the first slot of the next
+        20 ms whose wheel bucket already has sessions but fewer than SLOT_SESSIONS, else the first empty one (the
+        least loaded once every slot has SLOT_SESSIONS).
+        Packing streams into few slots (a stream starts up to 20 ms later) means few loop wake-ups when there are
+        few calls (each wake-up of a cold loop costs ~0.1 ms of CPU here), and at most SLOT_SESSIONS packets sent
+        back to back when there are many."""
+        first = int(when / self._resolution + (1 - 1e-6))  # the first slot starting at or after `when`
+        wheel, period, limit = self._wheel, self._period, self.SLOT_SESSIONS
+        best, best_count = first, len(wheel[first % period])
+        for slot in range(first, first + period):
+            count = len(wheel[slot % period])
+            if 0 < count < limit:
+                return slot
+            if count < best_count:  # else the first free slot, or (all full) the least loaded one
+                best, best_count = slot, count
+        return best
+
+    def slot_start(self, slot: int) -> float:
+        return slot * self._resolution
+
+    def slot_of(self, when: float) -> int:
+        return int(when / self._resolution + 1e-6)  # a time on the grid (k * 5 ms) is in slot k * 5, not one before
+
+    def add_periodic(self, slot: int, callback: Callable[[], None]) -> None:
+        """Run `callback` every period (20 ms) at the slots congruent to `slot`, from the first such slot after the
+        last slot run (the caller runs its own tick at `slot` first if it is due now)."""
+        if not self._periodic:
+            self._next_slot = max(self._next_slot, self._current_slot())
+        self._wheel[slot % self._period].append(callback)
+        self._periodic += 1
+        if not self._running:
+            self._arm_next()
+
+    def remove_periodic(self, slot: int, callback: Callable[[], None]) -> None:
+        bucket = self._wheel[slot % self._period]
+        if callback in bucket:
+            bucket.remove(callback)
+            self._periodic -= 1
+        if not self._periodic and not self._heap and self._handle is not None and not self._running:
+            self._handle.cancel()  # nothing left: drop the timer (it refers to the loop, which we must not keep)
+            self._handle = None
+            self._armed = None
+
+    def _next_wheel_slot(self) -> int | None:
+        if not self._periodic:
+            return None
+        wheel, period, slot = self._wheel, self._period, self._next_slot
+        for offset in range(period):
+            if wheel[(slot + offset) % period]:
+                return slot + offset
+        return None  # pragma: no cover - _periodic counts the callbacks on the wheel
+
+    def _arm_next(self) -> None:
+        slot = self._heap[0] if self._heap else None
+        wheel_slot = self._next_wheel_slot()
+        if wheel_slot is not None and (slot is None or wheel_slot < slot):
+            slot = wheel_slot
+        if slot is not None and (self._armed is None or slot < self._armed):
+            self._arm(slot)
+
     def _arm(self, slot: int) -> None:
         if self._handle is not None:
             self._handle.cancel()
         self._armed = slot
-        self._handle = self._loop.call_at(slot * self._resolution, self._run)
+        loop = self._loop_ref()
+        if loop is not None:
+            self._handle = loop.call_at(slot * self._resolution, self._run)
 
     def _run(self) -> None:
         self._handle = None
@@ -265,20 +357,121 @@ class MediaClock:
         self._running = True
         heap, slots = self._heap, self._slots
         try:
-            current = int((self._loop.time() + self._resolution / 2) / self._resolution)
+            current = self._current_slot()
             while heap and heap[0] <= current:
                 for callback in slots.pop(heapq.heappop(heap)):
                     try:
                         callback()
                     except Exception:
                         log.exception("media_clock_callback_failed")
+            if self._periodic:
+                wheel, period = self._wheel, self._period
+                slot = max(self._next_slot, current + 1 - period * (MAX_BURST_TICKS + 1))
+                self._next_slot = current + 1
+                while slot <= current:
+                    bucket = wheel[slot % period]
+                    slot += 1
+                    if bucket:
+                        for callback in tuple(bucket):  # a callback may add or remove sessions
+                            try:
+                                callback()
+                            except Exception:
+                                log.exception("media_clock_callback_failed")
         finally:
             self._running = False
-        if heap:
-            self._arm(heap[0])
+        self._arm_next()
+
+
+class RtpReaders:
+    """All RTP sockets of an event loop in one epoll set, which is itself the one reader the loop watches (Linux).
+
+    With `loop.add_reader` per socket, every received packet costs the loop a selector key lookup, a Handle and a
+    context switch into it (~2-3 µs of Python per packet on this machine); here one wake-up polls the set once and
+    calls each ready socket's handler directly. The set is level-triggered: a handler reads one datagram, and a
+    socket that still has data is reported again by the next poll (so a flooded socket gets one read per round like
+    every other, and the usual case - one packet waiting - costs no failing recvfrom). `for_loop()` gives None where
+    there is no epoll (macOS, Windows); sessions then use `loop.add_reader` themselves.
+    """
+
+    ROUNDS = 4  # polls per wake-up at most (packets that arrived meanwhile are read without another loop iteration)
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RtpReaders] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # a weak reference: the set lives as long as its loop (the loop's reader holds it), never keeps it alive
+        self._loop_ref = weakref.ref(loop)
+        self._epoll = select.epoll()
+        self._poll = self._epoll.poll
+        self._handlers: dict[int, Callable[[], None]] = {}
+        self._closed = False
+        loop.add_reader(self._epoll.fileno(), self._dispatch)
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop) -> RtpReaders | None:
+        if not hasattr(select, "epoll"):
+            return None
+        readers = cls._by_loop.get(loop)
+        if readers is None:
+            readers = cls._by_loop[loop] = cls(loop)
+        return readers
+
+    def add(self, fd: int, handler: Callable[[], None]) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+        self._handlers[fd] = handler
+
+    def remove(self, fd: int) -> None:
+        """Stop watching `fd` (before it is closed). The set itself stays for the next session of the loop."""
+        if self._handlers.pop(fd, None) is None:
+            return
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):  # pragma: no cover - already closed
+            pass
+
+    def close(self) -> None:
+        """Stop watching the set and close it (sessions still in it stop receiving)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._handlers.clear()
+        loop = self._loop_ref()
+        if loop is not None:
+            if self._by_loop.get(loop) is self:
+                del self._by_loop[loop]
+            if not loop.is_closed():
+                loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
+    def _dispatch(self) -> None:
+        handlers = self._handlers
+        poll = self._poll
+        for _ in range(self.ROUNDS):
+            if self._closed:  # closed from inside a handler
+                return
+            events = poll(0)
+            if not events:
+                return
+            for fd, _mask in events:
+                handler = handlers.get(fd)
+                if handler is not None:
+                    try:
+                        handler()
+                    except Exception:
+                        log.exception("rtp_reader_failed")
 
 
 class RtpSession:
+    # the per-packet paths read a dozen attributes each: slots are faster than an instance dict of ~60 keys
+    __slots__ = (
+        "_call_at", "_candidate", "_candidate_count", "_clock_started", "_closed", "_codec", "_decode",
+        "_dtmf_jobs", "_dtmf_listeners", "_dtmf_receiver", "_dtmf_rx_pt", "_due", "_encode", "_handle", "_k",
+        "_last_offer", "_latched", "_loop", "_marker", "_media_clock", "_on_wheel", "_pack", "_payload_type",
+        "_payload_writers", "_pcm_sinks", "_playback", "_readers", "_reading", "_recvfrom", "_remote",
+        "_rx_buffer", "_sdp_id", "_sdp_last", "_sdp_version", "_send_sinks", "_sending", "_sendto", "_seq",
+        "_silence", "_sinks", "_slot", "_sock", "_tick_cb", "_time", "_ts", "codecs", "idle", "log",
+        "negotiated", "offer_dtmf_payload_type", "ports", "public_address", "ssrc", "stats", "_t0",
+        "__weakref__",
+    )
+
     def __init__(self, ports: PortPair, public_address: str, loop: asyncio.AbstractEventLoop, *,
                  codecs: tuple[str, ...] = ("PCMU", "PCMA"), dtmf_payload_type: int | None = 101,
                  idle: IdleMode = "silence", clock: Clock | None = None) -> None:
@@ -294,14 +487,23 @@ class RtpSession:
         self.negotiated: sdp.NegotiatedMedia | None = None
         self.ssrc = random.getrandbits(32)
         self._loop = loop
-        self._time = loop.time
-        self._call_at = (clock if clock is not None else MediaClock.for_loop(loop)).call_at
+        # asyncio's own loop.time() is a Python-level wrapper of time.monotonic(): skip that frame on every tick
+        self._time = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        the_clock = clock if clock is not None else MediaClock.for_loop(loop)
+        self._call_at = the_clock.call_at
+        # on a MediaClock the session joins its wheel after the first tick (no re-scheduling per packet)
+        self._media_clock: MediaClock | None = the_clock if isinstance(the_clock, MediaClock) else None
+        self._on_wheel = False
+        self._slot = 0
+        self._tick_cb = self._tick
         self._sock = ports.rtp_socket
         self._sendto = ports.rtp_socket.sendto
         self._pack = _HEADER.pack
         self._encode = g711.encoder("PCMU")
+        self._decode = g711.decoder("PCMU")
         self._recvfrom = ports.rtp_socket.recvfrom
         self._reading = False
+        self._readers: RtpReaders | None = None
         self._closed = False
         self.log = log.bind(rtp_port=ports.rtp_port)
         # sending
@@ -325,6 +527,9 @@ class RtpSession:
         self._candidate: tuple[Any, ...] | None = None
         self._candidate_count = 0
         self._sinks: list[AudioSink] = []
+        # of _sinks: those that take G.711 payloads as received (bridge relays) and those that only take PCM
+        self._payload_writers: tuple[tuple[AudioSink, Callable[[bytes, str], None]], ...] = ()
+        self._pcm_sinks: tuple[AudioSink, ...] = ()
         self._send_sinks: list[AudioSink] = []
         self._rx_buffer = bytearray()
         self._dtmf_receiver = DtmfReceiver()
@@ -346,7 +551,12 @@ class RtpSession:
             # A plain reader, not create_datagram_endpoint(): asyncio's datagram transport reads one datagram per
             # wake-up into a fresh 256 KiB buffer (an mmap/munmap per packet); draining with recvfrom(4096) costs
             # about a quarter of the CPU per received packet (bench/media.py --echo).
-            loop.add_reader(ports.rtp_socket.fileno(), session._on_readable)
+            readers = RtpReaders.for_loop(loop)
+            if readers is not None:
+                readers.add(ports.rtp_socket.fileno(), session._on_readable)
+                session._readers = readers
+            else:
+                loop.add_reader(ports.rtp_socket.fileno(), session._drain)
             session._reading = True
         except BaseException:
             ports.release()
@@ -426,6 +636,7 @@ class RtpSession:
         self._payload_type = negotiated.payload_type
         self._silence = g711.SILENCE[negotiated.codec]
         self._encode = g711.encoder(negotiated.codec)
+        self._decode = g711.decoder(negotiated.codec)
         self._dtmf_rx_pt = negotiated.dtmf_payload_type
         address_changed = previous is None or (previous.remote_address, previous.remote_port) != (
             negotiated.remote_address, negotiated.remote_port)
@@ -493,7 +704,14 @@ class RtpSession:
         self._t0 = self._loop.time()
         self._k = 0
         self._due = self._t0
-        self._handle = self._call_at(self._t0, self._tick)
+        if self._media_clock is not None:
+            # on the wheel at once (start_slot counts it for the streams that start next); the first tick also as
+            # a one-shot, in case the wheel already ran that slot: whichever runs second finds it not due yet
+            self._slot = self._media_clock.start_slot(self._t0)
+            self._t0 = self._due = self._media_clock.slot_start(self._slot)
+            self._media_clock.add_periodic(self._slot, self._tick_cb)
+            self._on_wheel = True
+        self._handle = self._call_at(self._t0, self._tick_cb)
 
     def _tick(self) -> None:
         """One 20 ms slot: schedule the next one on the absolute grid, then send this slot's packet."""
@@ -501,6 +719,10 @@ class RtpSession:
             return
         now = self._time()
         late = now - self._due
+        if late < -EARLY_LIMIT:  # a wheel visit while catching up after a stall, before this tick is due
+            if not self._on_wheel:  # (a chain timer that fired early: keep the chain going)
+                self._handle = self._call_at(self._due, self._tick_cb)
+            return
         if late > MAX_BURST_TICKS * TICK:
             skipped = int(late / TICK)
             self._k += skipped
@@ -510,7 +732,8 @@ class RtpSession:
             self._marker = True
         k = self._k = self._k + 1
         due = self._due = self._t0 + k * TICK
-        self._handle = self._call_at(due, self._tick)
+        if not self._on_wheel:
+            self._handle = self._call_at(due, self._tick_cb)
 
         ts = self._ts
         self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF
@@ -537,16 +760,24 @@ class RtpSession:
         playback = self._playback
         if payload is None and playback is not None:
             try:
-                frame = playback.read_frame()
+                if playback.read_payload is not None:  # a bridge relay: G.711 in our codec, as received
+                    payload = playback.read_payload(self._codec)
+                    frame = payload
+                else:
+                    frame = playback.read_frame()
             except Exception as exc:  # a broken source must not kill the stream
                 self.log.exception("rtp_source_failed")
-                frame = None
+                payload = None
                 self._playback = None
                 playback._finish("failed", exc)
             else:
                 if frame is None:
                     self._playback = None
                     playback._finish("finished")
+                elif payload is not None:
+                    playback.frames += 1
+                    if self._send_sinks:
+                        self._to_send_sinks(self._decode(payload))
                 else:
                     if len(frame) != FRAME_BYTES:
                         frame = frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
@@ -623,9 +854,16 @@ class RtpSession:
 
     # -- receiving ---------------------------------------------------------------------------------------------------
     def add_sink(self, sink: AudioSink) -> None:
-        """Deliver received audio to `sink` as 20 ms frames."""
+        """Deliver received audio to `sink` as 20 ms frames. A sink that also has `write_payload(payload, codec)` (a
+        bridge's FrameRelay) is handed 20 ms G.711 payloads as received instead, without decoding."""
         if sink not in self._sinks:
             self._sinks.append(sink)
+            self._sinks_changed()
+
+    def _sinks_changed(self) -> None:
+        writers = [(sink, getattr(sink, "write_payload", None)) for sink in self._sinks]
+        self._payload_writers = tuple((sink, w) for sink, w in writers if w is not None)
+        self._pcm_sinks = tuple(sink for sink, w in writers if w is None)
 
     def add_send_sink(self, sink: AudioSink) -> None:
         """Also deliver what we send (one 20 ms frame per tick, silence when nothing plays): the far side's track of
@@ -649,6 +887,7 @@ class RtpSession:
     def remove_sink(self, sink: AudioSink) -> None:
         if sink in self._sinks:
             self._sinks.remove(sink)
+            self._sinks_changed()
         if not self._sinks:
             self._rx_buffer.clear()
 
@@ -661,7 +900,19 @@ class RtpSession:
             self._dtmf_listeners.remove(listener)
 
     def _on_readable(self) -> None:
-        """The socket has data: drain it (bounded, so one flooded session cannot starve the loop)."""
+        """The socket is readable (RtpReaders): read one datagram; if more wait, the next poll reports it again."""
+        try:
+            data, addr = self._recvfrom(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # e.g. an ICMP error queued on the socket
+            self.stats.receive_errors += 1
+            return
+        self._on_datagram(data, addr)
+
+    def _drain(self) -> None:
+        """The socket has data (loop.add_reader, without epoll): drain it (bounded, so one flooded session cannot
+        starve the loop)."""
         recvfrom = self._recvfrom
         for _ in range(MAX_READS_PER_WAKEUP):
             try:
@@ -678,7 +929,7 @@ class RtpSession:
         stats.packets_received += 1
         stats.bytes_received += len(data)
         if len(data) >= 12 and data[0] == 0x80:  # fast path: no padding, extension or CSRC
-            _, b1, seq, ts, ssrc = _HEADER.unpack_from(data)
+            b1, seq, ts, ssrc = _RX_HEADER(data)
             pt = b1 & 0x7F
             payload = data[12:]
         else:
@@ -709,6 +960,12 @@ class RtpSession:
         if source is None:
             source = stats.sources[ssrc] = SourceStats(ssrc, seq, seq, received=1)
             order = 1
+        elif 0 < (seq - source.max_seq) & 0xFFFF < 0x8000:  # the newest so far: SourceStats.update(), inlined
+            if seq < source.max_seq:
+                source.cycles += 0x10000
+            source.max_seq = seq
+            source.received += 1
+            order = 1
         else:
             order = source.update(seq)
         if kind == "dtmf":
@@ -724,15 +981,35 @@ class RtpSession:
             return
         if order != 1 or kind != "audio":
             return
-        if source.last_audio_ts is not None:
-            gap = ts_distance(ts, source.last_audio_ts) - source.last_audio_samples
+        last_ts = source.last_audio_ts
+        size = len(payload)
+        if last_ts is not None and ts != (last_ts + source.last_audio_samples) & 0xFFFFFFFF:
+            gap = ts_distance(ts, last_ts) - source.last_audio_samples
             if 0 < gap <= MAX_GAP_FILL and self._sinks:
                 stats.gap_fill_samples += gap
                 self._deliver(bytes(2 * gap))
         source.last_audio_ts = ts
-        source.last_audio_samples = len(payload)
-        if self._sinks and payload:
-            self._deliver(_DECODERS[pt](payload))
+        source.last_audio_samples = size
+        if not self._sinks or not size:
+            return
+        if self._payload_writers and size == FRAME_SAMPLES and not self._rx_buffer:
+            # bridged: the relay takes the payload as it came; only PCM sinks (recorder, detector) need decoding
+            stats.frames_delivered += 1
+            codec = _CODEC_BY_PT[pt]
+            for sink, write_payload in self._payload_writers:
+                try:
+                    write_payload(payload, codec)
+                except Exception:
+                    self._sink_failed(sink)
+            if self._pcm_sinks:
+                frame = _DECODERS[pt](payload)
+                for sink in self._pcm_sinks:
+                    try:
+                        sink.write_frame(frame)
+                    except Exception:
+                        self._sink_failed(sink)
+            return
+        self._deliver(_DECODERS[pt](payload))
 
     def _latch(self, addr: tuple[Any, ...]) -> bool:
         """Whether to accept a packet from `addr`, which is not where we send; may move our destination."""
@@ -773,9 +1050,12 @@ class RtpSession:
             try:
                 sink.write_frame(frame)
             except Exception:
-                self.stats.sink_errors += 1
-                self.log.exception("rtp_sink_failed", sink=type(sink).__name__)
-                self.remove_sink(sink)
+                self._sink_failed(sink)
+
+    def _sink_failed(self, sink: AudioSink) -> None:
+        self.stats.sink_errors += 1
+        self.log.exception("rtp_sink_failed", sink=type(sink).__name__)
+        self.remove_sink(sink)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -786,15 +1066,23 @@ class RtpSession:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self._on_wheel and self._media_clock is not None:
+            self._media_clock.remove_periodic(self._slot, self._tick_cb)
+            self._on_wheel = False
         self.stop_playing()
         while self._dtmf_jobs:
             player, future = self._dtmf_jobs.popleft()
             if not future.done():
                 future.set_result(player.digits_sent)
         self._sinks.clear()
+        self._sinks_changed()
         self._dtmf_listeners.clear()
         if self._reading:
-            self._loop.remove_reader(self.ports.rtp_socket.fileno())
+            if self._readers is not None:
+                self._readers.remove(self.ports.rtp_socket.fileno())
+                self._readers = None
+            else:
+                self._loop.remove_reader(self.ports.rtp_socket.fileno())
             self._reading = False
         self.ports.release()
         self.log.info("rtp_closed", sent=self.stats.packets_sent, received=self.stats.packets_received,
@@ -804,6 +1092,11 @@ class RtpSession:
 def _numeric_host(host: str) -> str:
     """SDP c= may carry a host name (RFC 4566 allows an FQDN): resolve it once here, so that sendto() never does a
     DNS lookup per packet. This blocks the loop for that one lookup; peers practically always send an address."""
+    try:
+        socket.inet_pton(socket.AF_INET, host)  # the usual case, ~10x cheaper than ipaddress
+        return host
+    except OSError:
+        pass
     try:
         ipaddress.ip_address(host)
         return host
@@ -817,4 +1110,7 @@ def _numeric_host(host: str) -> str:
 
 
 def _without_origin(text: str) -> str:
+    """The SDP without its o= line (only compared with another result of this function)."""
+    if text.startswith("v=0\r\no="):  # how sdp.build_offer / build_answer write it
+        return text.partition("\r\n")[2].partition("\r\n")[2]
     return "\n".join(line for line in text.splitlines() if not line.startswith("o="))

@@ -438,3 +438,188 @@ def test_media_clock_survives_a_failing_callback() -> None:
         assert ran == ["after"]
     finally:
         loop.close()
+
+
+def test_media_clock_wheel_runs_every_period_and_catches_up_after_a_stall() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        clock = MediaClock(loop)
+        times: list[float] = []
+
+        def tick() -> None:
+            times.append(loop.time())
+
+        slot = clock.start_slot(loop.time())
+        clock.add_periodic(slot, tick)
+        loop.run_until_complete(asyncio.sleep(0.105))
+        assert 4 <= len(times) <= 6
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert all(0.015 < g < 0.03 for g in gaps)
+        assert all(t >= clock.slot_start(slot) + 0.020 * i - 0.0015 for i, t in enumerate(times))
+        times.clear()
+        import time as _time
+
+        loop.call_soon(_time.sleep, 0.05)  # the loop is blocked 2.5 periods: the slot runs once per missed period
+        loop.run_until_complete(asyncio.sleep(0.07))
+        assert len(times) >= 3
+        clock.remove_periodic(slot, tick)
+        times.clear()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert times == []
+    finally:
+        loop.close()
+
+
+def test_media_clock_packs_new_streams_into_used_slots() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        clock = MediaClock(loop)
+        now = loop.time()
+        first = clock.start_slot(now)
+        assert clock.slot_start(first) >= now - 1e-9
+        clock.add_periodic(first, lambda: None)
+        # a stream starting 7 ms later joins the same phase (one period on) instead of waking the loop again
+        later = clock.start_slot(now + 0.007)
+        assert later % 20 == first % 20 and clock.slot_start(later) >= now + 0.007 - 1e-9
+        for _ in range(MediaClock.SLOT_SESSIONS - 1):
+            clock.add_periodic(first, lambda: None)
+        assert clock.start_slot(now + 0.007) % 20 != first % 20  # full: a new phase
+    finally:
+        loop.close()
+
+
+async def test_session_ticks_stay_on_its_grid_with_the_wheel(rtp) -> None:
+    new_session, new_probe = rtp
+    sessions = [await new_session() for _ in range(3)]
+    probes = [new_probe() for _ in sessions]
+    for s, p in zip(sessions, probes, strict=True):
+        s.answer(p.sdp())
+        await asyncio.sleep(0.003)
+    await asyncio.sleep(0.05)
+    for p in probes:
+        p.drain()
+    packets = await asyncio.gather(*(p.collect(0.3) for p in probes))
+    for s, got in zip(sessions, packets, strict=True):
+        assert 11 <= len(got) <= 18
+        assert s.stats.late_sends <= len(got) // 5  # shared CI machine: a little scheduling noise
+    # the three streams share one slot of the clock (phase packing), so their ticks start 20 ms apart at most
+    assert len({s._slot % 20 for s in sessions}) == 1
+
+
+async def test_bridge_passes_same_codec_payloads_through_unchanged(rtp) -> None:
+    from media.bridge import Bridge
+
+    new_session, new_probe = rtp
+    a, b = await new_session(), await new_session()
+    caller, trunk = new_probe(), new_probe()
+    a.answer(caller.sdp(codecs="0 101"))
+    b.answer(trunk.sdp(codecs="0 101"))
+    recorded = Sink()
+    a.add_sink(recorded)  # a PCM sink beside the bridge still gets decoded audio
+    bridge = Bridge(a, b)
+    bridge.start()
+    await asyncio.sleep(0.05)
+    trunk.drain()
+    payloads = [bytes([(7 * i + n) % 256 for n in range(160)]) for i in range(10)]
+    target = (HOST, a.local_port)
+    for i, payload in enumerate(payloads):
+        caller.sock.sendto(RtpPacket(0, 100 + i, 1600 * 10 + 160 * i, 77, payload).to_bytes(), target)
+        await asyncio.sleep(0.02)
+    got = await trunk.collect(0.15)
+    relayed = [p.payload for p in got if p.payload != g711.SILENCE["PCMU"]]
+    assert relayed == payloads  # byte for byte, in order
+    assert {p.ssrc for p in got} == {b.ssrc}  # under B's own stream
+    for x, y in zip(got, got[1:], strict=False):
+        assert y.sequence == (x.sequence + 1) & 0xFFFF and y.timestamp == (x.timestamp + 160) & 0xFFFFFFFF
+    assert [f for f in recorded.frames if f in {g711.decode(p, "PCMU") for p in payloads}]
+    assert bridge.a_to_b.codec == "PCMU"
+    bridge.stop()
+
+
+async def test_bridge_transcodes_when_the_codecs_differ(rtp) -> None:
+    from media.bridge import Bridge
+
+    new_session, new_probe = rtp
+    a, b = await new_session(), await new_session()
+    caller, trunk = new_probe(), new_probe()
+    a.answer(caller.sdp(codecs="0 101"))
+    b.answer(trunk.sdp(codecs="8 101"))
+    bridge = Bridge(a, b)
+    bridge.start()
+    await asyncio.sleep(0.05)
+    trunk.drain()
+    pcm = struct.pack("<160h", *(int(9000 * math.sin(2 * math.pi * 440 * n / 8000)) for n in range(160)))
+    target = (HOST, a.local_port)
+    for i in range(5):
+        caller.sock.sendto(RtpPacket(0, i, 160 * i, 78, g711.encode(pcm, "PCMU")).to_bytes(), target)
+        await asyncio.sleep(0.02)
+    got = await trunk.collect(0.1)
+    loud = [p for p in got if p.payload_type == 8 and p.payload != g711.SILENCE["PCMA"]]
+    assert len(loud) == 5
+    assert max(struct.unpack("<160h", g711.decode(loud[0].payload, "PCMA"))) > 8000
+    bridge.stop()
+
+
+def test_frame_relay_converts_between_pcm_and_payloads() -> None:
+    from media.bridge import FrameRelay
+
+    pcm = struct.pack("<160h", *(int(5000 * math.sin(n / 5)) for n in range(160)))
+    relay = FrameRelay(depth=3)
+    relay.write_payload(g711.encode(pcm, "PCMU"), "PCMU")
+    assert relay.codec == "PCMU"
+    assert relay.read_payload("PCMU") == g711.encode(pcm, "PCMU")  # as received
+    relay.write_payload(g711.encode(pcm, "PCMU"), "PCMU")
+    assert relay.read_frame() == g711.decode(g711.encode(pcm, "PCMU"), "PCMU")  # a PCM reader
+    relay.write_payload(g711.encode(pcm, "PCMU"), "PCMU")
+    assert relay.read_payload("PCMA") == g711.encode(g711.decode(g711.encode(pcm, "PCMU"), "PCMU"), "PCMA")
+    relay.write_frame(pcm)  # PCM into a payload relay: encoded once
+    assert relay.read_payload("PCMU") == g711.encode(pcm, "PCMU")
+    assert relay.read_payload("PCMA") == g711.SILENCE["PCMA"] and relay.underruns == 1
+    for _ in range(5):
+        relay.write_payload(g711.SILENCE["PCMU"], "PCMU")
+    assert relay.dropped == 2
+    plain = FrameRelay()
+    plain.write_frame(pcm)
+    plain.write_payload(g711.encode(pcm, "PCMA"), "PCMA")  # PCM queued: this one is converted to PCM
+    assert plain.codec is None and plain.read_frame() == pcm
+    assert plain.read_payload("PCMA") == g711.encode(g711.decode(g711.encode(pcm, "PCMA"), "PCMA"), "PCMA")
+    plain.stop()
+    assert plain.read_frame() is None and plain.read_payload("PCMU") is None
+
+
+async def test_sessions_share_one_epoll_reader_without_leaking_it() -> None:
+    import gc
+    import os
+
+    from media.session import RtpReaders
+
+    base = _free_block(8)
+
+    async def one_loop() -> None:
+        alloc = PortAllocator(base, base + 7)
+        s = await RtpSession.open(alloc, HOST, HOST)
+        t = await RtpSession.open(alloc, HOST, HOST)
+        readers = RtpReaders.for_loop(asyncio.get_running_loop())
+        assert readers is not None and len(readers._handlers) == 2
+        t.answer(s.local_sdp_offer())
+        s.accept_answer(t.answer(s.local_sdp_offer()))
+        await asyncio.sleep(0.05)
+        assert s.stats.packets_received > 0 and t.stats.packets_received > 0
+        s.close()
+        t.close()
+        assert readers._handlers == {}
+
+    def run_in_new_loop() -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(one_loop())
+        finally:
+            loop.close()
+
+    await asyncio.to_thread(run_in_new_loop)
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        await asyncio.to_thread(run_in_new_loop)
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before

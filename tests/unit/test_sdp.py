@@ -252,3 +252,23 @@ def test_with_direction_for_hold_reoffer() -> None:
     d = parse(hold)
     assert d.media[0].direction == "sendonly" and d.origin.session_version == 5
     assert "a=sendrecv" not in hold
+
+
+def test_parsed_sdp_cache_matches_parse_and_is_never_changed() -> None:
+    from media import sdp as sdp_module
+
+    for kwargs in ({}, {"codecs": ("PCMA",), "dtmf_pt": None, "direction": "sendonly"}, {"ptime": 30}):
+        for address in ("192.0.2.1", "2001:db8::1"):
+            text = sdp_module.build_offer(address, 4000, **kwargs)  # type: ignore[arg-type]
+            assert sdp_module._PARSED[text] == sdp_module.parse(text)  # what answering it will use
+    offer = sdp_module.build_offer("192.0.2.1", 4000, session_id="42")
+    cached = sdp_module._as_sdp(offer)
+    assert sdp_module._as_sdp(offer) is cached and sdp_module.parse(offer) is not cached
+    snapshot = sdp_module.parse(offer)
+    held = sdp_module.with_direction(offer, "sendonly")
+    sdp_module.build_answer(offer, "192.0.2.9", 5000)
+    sdp_module.negotiate_answer(offer, sdp_module.build_answer(offer, "192.0.2.9", 5000)[0])
+    assert "a=sendonly" in held and cached == snapshot  # the shared object was not modified
+    for n in range(sdp_module._PARSED_MAX + 10):  # bounded
+        sdp_module._as_sdp(sdp_module.build_offer("192.0.2.1", 4000 + 2 * n))
+    assert len(sdp_module._PARSED) <= sdp_module._PARSED_MAX
