@@ -113,6 +113,9 @@ class UserAgent:
         # Ended dialogs whose records stay in _dialogs 64*T1 (see _linger): (forget at, dialog id), oldest first.
         # One queue driven by the UA's timer rather than a loop timer (TimerHandle, context, closure) per dialog.
         self._lingering: deque[tuple[float, DialogId]] = deque()
+        # (Call-ID, our From tag) of outbound calls whose dialog lingers -> that dialog's id: tells a late fork's 2xx
+        # (ACKed and BYEd) from a stray one (counted)
+        self._ended_calls: dict[tuple[str, str], DialogId] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     async def start(self, listen: list[tuple[str, str, int]]) -> dict[str, tuple[str, int]]:
@@ -207,6 +210,8 @@ class UserAgent:
             key = lingering.popleft()[1]
             if type(self._dialogs.get(key)) is tuple:
                 del self._dialogs[key]
+            if self._ended_calls.get((key[0], key[1])) == key:
+                del self._ended_calls[(key[0], key[1])]
         self.flush()
 
     def send_request(self, request: Request, peer: Address, owner: object) -> ClientTransaction:
@@ -266,6 +271,8 @@ class UserAgent:
         peer = leg._ack_peer
         hop = (peer.transport, peer.host, peer.port) if peer is not None else None
         self._dialogs[key] = (dialog.remote_seq, leg._ack_wire, hop)
+        if isinstance(leg, OutboundLeg):  # a 2xx of another fork of its INVITE may still come (_on_stray)
+            self._ended_calls[(key[0], key[1])] = key
         if self._loop is not None:
             self._lingering.append((self.now() + 64 * self.layer.config.t1, key))
             self._rearm()
@@ -366,9 +373,9 @@ class UserAgent:
             if owner is not None:
                 owner._on_response(event.response, event.tx)
             elif event.response.cseq[1] == "INVITE":  # a 2xx retransmission in Accepted: found by its dialog
-                self._on_stray(event.response)
+                self._on_stray(event.response, event.tx.peer)
         elif isinstance(event, StrayResponse):
-            self._on_stray(event.response)
+            self._on_stray(event.response, event.source)
         elif isinstance(event, TransactionTimedOut):
             owner = event.tx.owner
             if owner is not None:
@@ -392,7 +399,7 @@ class UserAgent:
             self.stats["ack_unmatched"] += 1
         # else the ACK to the 2xx of a dialog that has ended since: nothing to do
 
-    def _on_stray(self, response: Response) -> None:
+    def _on_stray(self, response: Response, source: Address) -> None:
         if response.cseq[1] == "INVITE" and 200 <= response.status < 300:
             leg = self._outbound.get((response.call_id, response.from_tag))
             if leg is not None:
@@ -406,7 +413,28 @@ class UserAgent:
                 # A 2xx retransmitted after the call ended (also after our BYE): the same ACK again, nothing more.
                 self.layer.resend(entry[1], Address(*entry[2]))
                 return
+            if entry is None and (response.call_id, response.from_tag) in self._ended_calls:
+                try:
+                    self._ack_and_bye_late_fork(response, source)
+                    return
+                except ValueError:  # its To or Contact cannot be parsed: nothing to build an ACK from
+                    pass
         self.stats["stray_responses"] += 1
+
+    def _ack_and_bye_late_fork(self, response: Response, source: Address) -> None:
+        """A 2xx from another branch of one of our INVITEs (a forking proxy) after its call ended: ACK it, then BYE
+        it (RFC 3261 §13.2.2.4), built from the response alone since the leg is gone."""
+        h = response.headers
+        to = h.get("To") or ""
+        invite = Request("INVITE", str(NameAddr.parse(to).uri), Headers([
+            ("From", h.get("From") or ""), ("To", to), ("Call-ID", response.call_id),
+            ("CSeq", f"{response.cseq[0]} INVITE"),
+        ]))
+        fork = Dialog.from_uac(invite, response)
+        hop = self.address_for(fork.next_hop(), default=source)
+        self.send_stateless(fork.request("ACK", via=self.via(hop.transport), cseq=response.cseq[0]), hop)
+        self.send_request(fork.request("BYE", via=self.via(hop.transport)), hop, None)
+        log.info("late_fork_ended", call_id=response.call_id, to_tag=response.to_tag)
 
     def _on_request(self, request: Request, tx: ServerTransaction, source: Address) -> None:
         method = request.method

@@ -256,3 +256,34 @@ async def test_inbound_hangup_before_the_ack_keeps_the_leg_until_its_bye_is_out(
     await asyncio.sleep(0.05)
     assert _dead_after_collect(ref)
     _assert_only_a_record_lingers(ua, (invite.call_id, ok.to_tag, "peertag"))
+
+
+async def test_a_late_2xx_from_another_fork_is_acked_and_byed_after_the_call_ended(make_ua, peer: Peer) -> None:
+    """a forking proxy delivers a second branch's 200 after our call ended: the UA ACKs it and sends it a BYE
+    (RFC 3261 §13.2.2.4) from the response alone; a 2xx for a call we never placed stays a counted stray."""
+    ua = await make_ua()
+    peer.ua_port = ua.port("udp")
+    leg, invite, _, _ = await _answered_outbound_call(ua, peer)
+    await leg.hangup()
+    _, bye = await peer.expect("BYE")
+    peer.send(make_response(bye, 200))
+    assert isinstance(await leg.next_event(1), Ended)
+
+    fork = make_response(invite, 200, to_tag="forktag", body=SDP.encode(), headers=Headers(
+        [("Contact", f"<sip:fork@{HOST}:{peer.port}>"), ("Content-Type", "application/sdp")]))
+    peer.send(fork)
+    _, ack = await peer.expect("ACK")
+    _, fork_bye = await peer.expect("BYE")
+    for request in (ack, fork_bye):
+        assert isinstance(request, Request)
+        assert request.uri == f"sip:fork@{HOST}:{peer.port}" and request.to_tag == "forktag"
+        assert request.call_id == invite.call_id and request.from_tag == invite.from_tag
+    assert ack.cseq == (invite.cseq[0], "ACK") and fork_bye.cseq[0] > invite.cseq[0]
+    peer.send(make_response(fork_bye, 200))
+    assert await peer.quiet() == []
+
+    strays = ua.stats["stray_responses"]
+    unknown = make_response(invite, 200, to_tag="other", headers=Headers([("Contact", f"<sip:x@{HOST}>")]))
+    unknown.headers.set("Call-ID", "never-placed@peer")
+    peer.send(unknown)
+    assert await peer.quiet() == [] and ua.stats["stray_responses"] == strays + 1
