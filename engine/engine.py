@@ -148,8 +148,9 @@ class Engine:
                 call._task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        if self.webhooks is not None and self.webhooks.pending_callbacks():
-            log.info("callbacks_flushing", pending=self.webhooks.pending_callbacks(), timeout=callback_timeout)
+        pending = self.webhooks.pending_callbacks() if self.webhooks is not None else 0
+        if pending and self.webhooks is not None:
+            log.info("callbacks_flushing", pending=pending, timeout=callback_timeout)
             await self.webhooks.flush(callback_timeout)
         await self.ua.stop()
         await self.http.stop()

@@ -388,12 +388,11 @@ class Webhooks:
         """Webhooks signing with ``[http] auth_token``, keeping undelivered callbacks in ``store``."""
         return cls(config.http.auth_token, store=store, settings=settings)
 
-    async def flush(self, timeout: float) -> int:
-        """Wait up to ``timeout`` seconds for the callbacks being sent now; returns how many were pending."""
+    async def flush(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the callbacks being sent now."""
         pending = [t for t in self._tasks if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
-        return len(pending)
 
     def pending_callbacks(self) -> int:
         """Callbacks being sent or retried right now (each also held in the outbox)."""

@@ -401,7 +401,7 @@ class RtpReaders:
         self._loop_ref = weakref.ref(loop)
         self._epoll = select.epoll()
         self._poll = self._epoll.poll
-        self._handlers: dict[int, Callable[[], None]] = {}
+        self._handlers: dict[int, Callable[[], object]] = {}
         self._closed = False
         loop.add_reader(self._epoll.fileno(), self._dispatch)
 
@@ -414,7 +414,7 @@ class RtpReaders:
             readers = cls._by_loop[loop] = cls(loop)
         return readers
 
-    def add(self, fd: int, handler: Callable[[], None]) -> None:
+    def add(self, fd: int, handler: Callable[[], object]) -> None:
         self._epoll.register(fd, select.EPOLLIN)
         self._handlers[fd] = handler
 
@@ -899,30 +899,25 @@ class RtpSession:
         if listener in self._dtmf_listeners:
             self._dtmf_listeners.remove(listener)
 
-    def _on_readable(self) -> None:
-        """The socket is readable (RtpReaders): read one datagram; if more wait, the next poll reports it again."""
+    def _on_readable(self) -> bool:
+        """The socket is readable (RtpReaders): read one datagram; if more wait, the next poll reports it again.
+        False when there was nothing (more) to read."""
         try:
             data, addr = self._recvfrom(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:  # e.g. an ICMP error queued on the socket
             self.stats.receive_errors += 1
-            return
+            return False
         self._on_datagram(data, addr)
+        return True
 
     def _drain(self) -> None:
         """The socket has data (loop.add_reader, without epoll): drain it (bounded, so one flooded session cannot
         starve the loop)."""
-        recvfrom = self._recvfrom
         for _ in range(MAX_READS_PER_WAKEUP):
-            try:
-                data, addr = recvfrom(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
+            if not self._on_readable():
                 return
-            except OSError:  # e.g. an ICMP error queued on the socket
-                self.stats.receive_errors += 1
-                return
-            self._on_datagram(data, addr)
 
     def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         stats = self.stats

@@ -32,6 +32,13 @@ from tests.helpers.webapp import WebApp
 AUTH_TOKEN = "test-token-8f2d"
 
 
+def carrier_trunk(port: int, *, auth: bool = True) -> dict[str, str]:
+    """Overrides for one default trunk "carrier" at 127.0.0.1:`port` (digest trunkuser/trunkpass when `auth`)."""
+    creds = ', username = "trunkuser", password = "trunkpass"' if auth else ""
+    return {"SOFTSWITCH_TRUNKS": f'[{{name = "carrier", uri = "sip:{HOST}:{port}", prefixes = [], '
+                                 f'default = true{creds}}}]'}
+
+
 class EngineEnv:
     """`EngineEnv(tmp_path, SOFTSWITCH_X__Y="...{app}/path")`: overrides may name the app's base URL as {app}."""
 

@@ -10,19 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_env import AUTH_TOKEN, EngineEnv
-from sipharness import HOST, Sipp, parse_trace
+from engine_env import AUTH_TOKEN, EngineEnv, carrier_trunk
+from sipharness import Sipp, parse_trace
 
 pytestmark = pytest.mark.integration
 
 FROM = "+15550001111"
 TO = "15551230000"
-
-
-def trunk_env(port: int, *, auth: bool = True) -> dict[str, str]:
-    creds = ', username = "trunkuser", password = "trunkpass"' if auth else ""
-    return {"SOFTSWITCH_TRUNKS": f'[{{name = "carrier", uri = "sip:{HOST}:{port}", prefixes = [], '
-                                 f'default = true{creds}}}]'}
 
 
 def request(env: EngineEnv, **extra: Any) -> dict[str, Any]:
@@ -42,7 +36,7 @@ def by_status(env: EngineEnv, path: str, status: str) -> list[Any]:
 async def test_answered_call_fires_ring_answer_and_hangup_callbacks(tmp_path: Path, make_sipp) -> None:
     # 401 challenge (trunk credentials), 183 + early media, 200, then the trunk hangs up after 2 s.
     trunk = await make_sipp("uas_trunk_auth_401_183.xml", extra=["-d", "2000"])
-    async with EngineEnv(tmp_path, **trunk_env(trunk.port)) as env:
+    async with EngineEnv(tmp_path, **carrier_trunk(trunk.port)) as env:
         env.xml("/answer", '<Speak>Hello from an outbound call.</Speak><Wait length="20"/>')
         env.app.route("/ring", "")
         request_uuid = await env.engine.originate(  # type: ignore[union-attr]
@@ -81,7 +75,7 @@ async def test_answered_call_fires_ring_answer_and_hangup_callbacks(tmp_path: Pa
 
 async def test_busy_gets_hangup_callback_and_record_without_answer_fetch(tmp_path: Path, make_sipp) -> None:
     trunk = await make_sipp("uas_reject_486.xml")
-    async with EngineEnv(tmp_path, **trunk_env(trunk.port, auth=False)) as env:
+    async with EngineEnv(tmp_path, **carrier_trunk(trunk.port, auth=False)) as env:
         env.xml("/answer", "<Speak>never</Speak>")
         request_uuid = await env.engine.originate(request(env, hangup_url=env.app.url("/hangup")))  # type: ignore
         hp = await env.hangup_callback()
@@ -98,7 +92,7 @@ async def test_busy_gets_hangup_callback_and_record_without_answer_fetch(tmp_pat
 
 async def test_ring_timeout_cancels_and_reports_no_answer(tmp_path: Path, make_sipp) -> None:
     trunk = await make_sipp("uas_noanswer.xml")
-    async with EngineEnv(tmp_path, **trunk_env(trunk.port, auth=False)) as env:
+    async with EngineEnv(tmp_path, **carrier_trunk(trunk.port, auth=False)) as env:
         env.app.route("/ring", "")
         request_uuid = await env.engine.originate(  # type: ignore[union-attr]
             request(env, hangup_url=env.app.url("/hangup"), ring_url=env.app.url("/ring"), ring_timeout=2))
@@ -125,7 +119,7 @@ async def test_unroutable_destination_still_gets_hangup_callback_and_record(tmp_
 
 async def test_time_limit_hangs_up_the_answered_call(tmp_path: Path, make_sipp) -> None:
     trunk = await make_sipp("uas_trunk_auth_401_183_wait_bye.xml")  # exits 0 only if our BYE comes within 10 s
-    async with EngineEnv(tmp_path, **trunk_env(trunk.port)) as env:
+    async with EngineEnv(tmp_path, **carrier_trunk(trunk.port)) as env:
         env.xml("/answer", '<Wait length="30"/>')
         await env.engine.originate(request(env, hangup_url=env.app.url("/hangup"), time_limit=2))  # type: ignore
         hp = await env.hangup_callback(timeout=15)
@@ -138,7 +132,7 @@ async def test_time_limit_hangs_up_the_answered_call(tmp_path: Path, make_sipp) 
 async def test_send_digits_after_answer_travel_over_rtp(tmp_path: Path, make_sipp) -> None:
     # SIPp echoes our RTP back (-rtp_echo): the RFC 4733 digits we send after the answer come back to the call.
     trunk = await make_sipp("media_uas_echo.xml", extra=["-rtp_echo"])
-    async with EngineEnv(tmp_path, **trunk_env(trunk.port, auth=False)) as env:
+    async with EngineEnv(tmp_path, **carrier_trunk(trunk.port, auth=False)) as env:
         env.xml("/answer", '<Wait length="3"/>')
         await env.engine.originate(  # type: ignore[union-attr]
             request(env, hangup_url=env.app.url("/hangup"), send_digits="1w2#"))
@@ -180,7 +174,7 @@ async def test_bad_requests_are_refused_before_anything_is_placed(tmp_path: Path
 
 async def test_shutdown_while_ringing_cancels_and_still_reports(tmp_path: Path, make_sipp) -> None:
     trunk = await make_sipp("uas_noanswer.xml")
-    env = EngineEnv(tmp_path, **trunk_env(trunk.port, auth=False))
+    env = EngineEnv(tmp_path, **carrier_trunk(trunk.port, auth=False))
     async with env:
         env.app.route("/ring", "")
         request_uuid = await env.engine.originate(  # type: ignore[union-attr]

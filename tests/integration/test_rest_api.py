@@ -12,22 +12,15 @@ from typing import Any
 import aiohttp
 import plivo
 import pytest
-from engine_env import AUTH_TOKEN, EngineEnv, Phone
+from engine_env import AUTH_TOKEN, EngineEnv, Phone, carrier_trunk
 from plivo import exceptions as plivo_errors
 from plivo.rest import client as plivo_client
-from sipharness import HOST
 
 pytestmark = pytest.mark.integration
 
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"  # engine/defaults.toml's http.auth_id (EngineEnv keeps it)
 FROM = "+15550001111"
 TO = "15551230000"
-
-
-def trunk_env(port: int, *, auth: bool = True) -> dict[str, str]:
-    creds = ', username = "trunkuser", password = "trunkpass"' if auth else ""
-    return {"SOFTSWITCH_TRUNKS": f'[{{name = "carrier", uri = "sip:{HOST}:{port}", prefixes = [], '
-                                 f'default = true{creds}}}]'}
 
 
 @pytest.fixture
@@ -57,7 +50,7 @@ async def sdk(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 async def test_sdk_create_list_get_transfer_hangup(tmp_path: Path, make_sipp, sdk_at) -> None:
     trunk = await make_sipp("uas_trunk_auth_401_183_wait_bye.xml")  # exits 0 only if our BYE comes within 10 s
-    async with EngineEnv(tmp_path, **trunk_env(trunk.port)) as env:
+    async with EngineEnv(tmp_path, **carrier_trunk(trunk.port)) as env:
         env.xml("/answer", '<Speak>Please hold.</Speak><Wait length="30"/>')
         env.xml("/transfer", '<Speak>You were transferred.</Speak><Wait length="30"/>')
         env.app.route("/ring", "")
@@ -111,7 +104,7 @@ async def test_sdk_create_list_get_transfer_hangup(tmp_path: Path, make_sipp, sd
 
 async def test_sdk_cancel_while_ringing(tmp_path: Path, make_sipp, sdk_at) -> None:
     trunk = await make_sipp("uas_noanswer.xml")
-    async with EngineEnv(tmp_path, **trunk_env(trunk.port, auth=False)) as env:
+    async with EngineEnv(tmp_path, **carrier_trunk(trunk.port, auth=False)) as env:
         env.app.route("/ring", "")
         client = sdk_at(env)
         created = await sdk(client.calls.create, from_=FROM, to_=TO, answer_url=env.app.url("/answer"),
@@ -148,7 +141,7 @@ async def test_sdk_wrong_credentials_raise_the_auth_error(tmp_path: Path, sdk_at
 
 async def test_form_post_busy_call_hangup_goes_to_answer_url(tmp_path: Path, make_sipp) -> None:
     trunk = await make_sipp("uas_reject_486.xml")
-    async with EngineEnv(tmp_path, **trunk_env(trunk.port, auth=False)) as env:
+    async with EngineEnv(tmp_path, **carrier_trunk(trunk.port, auth=False)) as env:
         env.xml("/answer", "<Speak>never</Speak>")
         assert env.engine is not None
         url = f"{env.engine.base_url}/v1/Account/{AUTH_ID}/Call/"
@@ -252,7 +245,7 @@ async def test_transfer_to_an_unreachable_url_ends_the_call_with_7013(tmp_path: 
 
 async def test_transfer_while_ringing_replaces_the_answer_url(tmp_path: Path, make_sipp, sdk_at) -> None:
     trunk = await make_sipp("uas_trunk_auth_401_183_wait_bye.xml")  # 183 for 1.5 s, 200, then waits for our BYE
-    async with EngineEnv(tmp_path, **trunk_env(trunk.port)) as env:
+    async with EngineEnv(tmp_path, **carrier_trunk(trunk.port)) as env:
         env.xml("/answer", '<Wait length="30"/>')
         env.xml("/transfer", '<Speak>Transferred before the answer.</Speak><Wait length="1"/>')
         env.app.route("/ring", "")

@@ -9,63 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 from engine_env import AUTH_TOKEN, Phone
 from rawsip import invite_burst, options_probe
-from sipharness import HOST, free_port, free_port_block
+from sipharness import free_port, free_port_block
 
+from tests.helpers.daemon import Daemon, daemon_env, start_daemon
 from tests.helpers.webapp import WebApp
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 ENDLESS = '<Response><Speak loop="0">This call goes on until somebody ends it.</Speak></Response>'
-
-
-@dataclass
-class Daemon:
-    proc: subprocess.Popen[bytes]
-    sip_port: int
-    http_port: int
-    log_path: Path
-    db_path: Path
-
-    @property
-    def uri(self) -> str:
-        return f"sip:100@{HOST}:{self.sip_port}"
-
-    def log_events(self) -> list[dict[str, object]]:
-        events = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-        return events
-
-    async def wait_log(self, event: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(e.get("event") == event for e in self.log_events()):
-            assert time.monotonic() < deadline, f"no {event} in the log:\n{self.log_path.read_text()}"
-            await asyncio.sleep(0.05)
-
-    async def exit_code(self, timeout: float = 20.0) -> int:
-        return await asyncio.to_thread(self.proc.wait, timeout)
-
-    async def health(self) -> tuple[int, dict[str, object]]:
-        async with aiohttp.ClientSession() as s, s.get(f"http://{HOST}:{self.http_port}/health") as r:
-            return r.status, await r.json()
 
 
 @pytest.fixture
@@ -76,37 +36,14 @@ async def app() -> AsyncIterator[WebApp]:
         yield web
 
 
-async def start_daemon(tmp_path: Path, app: WebApp, drain_timeout: float) -> Daemon:
+async def start_engine(tmp_path: Path, app: WebApp, drain_timeout: float) -> Daemon:
     sip_port, http_port = free_port(), free_port()
     rtp = free_port_block(20)
     rtp += rtp % 2
-    env = dict(os.environ)
-    env.update({
-        "SOFTSWITCH_SIP__LISTEN": f'["udp:{HOST}:{sip_port}", "tcp:{HOST}:{sip_port}"]',
-        "SOFTSWITCH_SIP__RTP_PORT_MIN": str(rtp),
-        "SOFTSWITCH_SIP__RTP_PORT_MAX": str(rtp + 19),
-        "SOFTSWITCH_HTTP__LISTEN": f"{HOST}:{http_port}",
-        "SOFTSWITCH_HTTP__AUTH_TOKEN": AUTH_TOKEN,
-        "SOFTSWITCH_INBOUND__ANSWER_URL": app.url("/answer"),
-        "SOFTSWITCH_INBOUND__HANGUP_URL": app.url("/hangup"),
-        "SOFTSWITCH_STORAGE__PATH": str(tmp_path / "softswitch.db"),
-        "SOFTSWITCH_STORAGE__RECORDINGS_DIR": str(tmp_path / "recordings"),
-        "SOFTSWITCH_USERS": "[]",
-        "PYTHONPATH": str(ROOT),
-    })
-    log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--log-json", "--drain-timeout", str(drain_timeout)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )
-    daemon = Daemon(proc, sip_port, http_port, log_path, tmp_path / "softswitch.db")
-    try:
-        await daemon.wait_log("softswitch_started", timeout=15)
-    except AssertionError:
-        proc.kill()
-        raise
-    return daemon
+    env = daemon_env(tmp_path, sip_port, http_port, rtp, 20, SOFTSWITCH_HTTP__AUTH_TOKEN=AUTH_TOKEN,
+                     SOFTSWITCH_INBOUND__ANSWER_URL=app.url("/answer"),
+                     SOFTSWITCH_INBOUND__HANGUP_URL=app.url("/hangup"))
+    return await start_daemon(tmp_path, env=env, sip_port=sip_port, http_port=http_port, drain_timeout=drain_timeout)
 
 
 @pytest.fixture
@@ -129,7 +66,7 @@ def assert_call_events_carry_the_uuid(daemon: Daemon, call_uuid: str) -> None:
 async def test_sigterm_refuses_new_calls_drains_then_hangs_up_with_a_callback(
     tmp_path: Path, app: WebApp, daemons: list[Daemon]
 ) -> None:
-    daemon = await start_daemon(tmp_path, app, drain_timeout=2)
+    daemon = await start_engine(tmp_path, app, drain_timeout=2)
     daemons.append(daemon)
     async with Phone() as phone:
         await phone.dial(daemon.uri)
@@ -175,7 +112,7 @@ async def test_calls_that_end_during_the_drain_end_normally_and_the_daemon_exits
     tmp_path: Path, app: WebApp, daemons: list[Daemon]
 ) -> None:
     app.route("/answer", '<Response><Speak>Almost done.</Speak><Wait length="2"/></Response>')
-    daemon = await start_daemon(tmp_path, app, drain_timeout=30)
+    daemon = await start_engine(tmp_path, app, drain_timeout=30)
     daemons.append(daemon)
     async with Phone() as phone:
         await phone.dial(daemon.uri)
@@ -194,7 +131,7 @@ async def test_calls_that_end_during_the_drain_end_normally_and_the_daemon_exits
 async def test_second_signal_cuts_the_drain_and_an_undeliverable_callback_lands_in_the_outbox(
     tmp_path: Path, app: WebApp, daemons: list[Daemon]
 ) -> None:
-    daemon = await start_daemon(tmp_path, app, drain_timeout=60)
+    daemon = await start_engine(tmp_path, app, drain_timeout=60)
     daemons.append(daemon)
     async with Phone() as phone:
         await phone.dial(daemon.uri)

@@ -24,8 +24,9 @@ from caller import Caller
 from rawsip import parse_prometheus
 from sipharness import free_port, free_port_block
 
+from tests.helpers.daemon import HOST, Daemon, daemon_env, rss_kib, start_daemon
 from tests.helpers.webapp import WebApp
-from tests.reliability.common import HOST, Daemon, daemon_env, pick, rss_kib, start_daemon
+from tests.reliability.common import pick
 
 SCENARIO = Path(__file__).resolve().parent / "sipp" / "uac_overload.xml"
 DOCUMENT = '<Response><Speak>Hello.</Speak><Wait length="20"/></Response>'

@@ -24,8 +24,9 @@ from caller import Caller
 from engine_env import FarEnd
 from sipharness import free_port, free_port_block
 
+from tests.helpers.daemon import HOST, daemon_env, start_daemon
 from tests.helpers.webapp import Recorded, WebApp
-from tests.reliability.common import HOST, daemon_env, db_rows, pick, start_daemon
+from tests.reliability.common import db_rows, pick
 
 TOKEN = "restart-token-5b1e"
 AUTH_ID = "MAXXXXXXXXXXXXXXXXXX"

@@ -32,9 +32,10 @@ from sipharness import Sipp, free_port, free_port_block, render_scenario
 from engine.config import load_config
 from engine.sip_users import inbound_auth_for
 from sip.auth import Credentials, build_authorization, pick_challenge
+from tests.helpers.daemon import HOST, daemon_env, start_daemon
 from tests.helpers.webapp import WebApp
 from tests.reliability.caller import Caller
-from tests.reliability.common import HOST, daemon_env, scan_for_secrets, start_daemon
+from tests.reliability.common import scan_for_secrets
 
 TOKEN = "tok-Secr3t-7a9c4e2b"
 ALICE = "alice-Secr3t-55d1"
