@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--log-level", default="warning")
     ap.add_argument("--uvloop", action="store_true")
+    ap.add_argument("--sample-rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "profile")
     args = ap.parse_args(argv)
     if shutil.which("py-spy") is None:
@@ -102,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         run_step(subject, args.rate, 2.0)  # warm-up
         engine = subject.engines[0]
         raw = args.out / "profile.raw"
-        spy = subprocess.Popen(["py-spy", "record", "--pid", str(engine.proc.pid), "--gil", "--rate", "100",
-                                "--format", "raw", "--output", str(raw), "--duration", str(int(args.seconds + 30))],
+        spy = subprocess.Popen(["py-spy", "record", "--pid", str(engine.proc.pid), "--gil",
+                                "--rate", str(args.sample_rate), "--format", "raw", "--output", str(raw),
+                                "--duration", str(int(args.seconds + 30))],
                                stdout=subprocess.DEVNULL, stderr=(args.out / "py-spy.log").open("wb"))
         time.sleep(1.0)
         step = run_step(subject, args.rate, args.seconds, cpu_pids=subject.engine_pids())

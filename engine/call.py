@@ -13,6 +13,7 @@ import contextlib
 import math
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
@@ -93,6 +94,8 @@ class Call:
         self.ended_at: float | None = None
         self.end_cause: Cause | None = None
         self.digits: asyncio.Queue[str] = asyncio.Queue()
+        # Set while something takes the caller's digits as they come instead of from `digits` (a bridged Dial).
+        self.digit_sink: Callable[[str], None] | None = None
         self.early_media = False
         self.session_recordings: list[tuple[Any, Recording]] = []
         self.pending_dial_recording: Any = None
@@ -259,7 +262,11 @@ class Call:
         return await self.play(PcmSource(pcm, loop=loop))
 
     def _on_digit(self, digit: str) -> None:
-        self.digits.put_nowait(digit)
+        sink = self.digit_sink
+        if sink is None:
+            self.digits.put_nowait(digit)
+        else:
+            sink(digit)
         self.timeline.add("dtmf", digit=digit)
 
     def new_recording(self, file_format: str, channels: int) -> Recording:
@@ -315,24 +322,29 @@ class Call:
                                             call_uuid=self.uuid, kind=kind)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
-    async def watch_leg(self) -> None:
-        """Forward leg events: digits to the queue; the remote hanging up ends the call (cancels the verbs)."""
-        while True:
-            event = await self.leg.events.get()
-            if isinstance(event, Dtmf):
-                self._on_digit(event.digit)
-            elif isinstance(event, Reoffer):
-                self.timeline.add("reoffer", on_hold=event.on_hold)
-            elif isinstance(event, Ended):
-                if self.end_cause is None:
-                    # The far end is the caller on an inbound call, the call recipient on an outbound (API) one.
-                    party = "a" if self.direction == "inbound" else "b"
-                    self.end_cause = causes.from_leg_end(event.cause, self.answered, leg=party)
-                    self.timeline.add("remote_hangup", kind=event.cause.kind, status=event.cause.status)
-                self._ended.set()
-                if self._task is not None:
-                    self._task.cancel()
-                return
+    def watch_leg(self) -> None:
+        """Take the leg's events as they happen (Leg.forward_events) until `unwatch_leg`: digits to the queue; the
+        remote hanging up ends the call (cancels the verbs)."""
+        self.leg.forward_events(self._on_leg_event)
+
+    def unwatch_leg(self) -> None:
+        self.leg.forward_events(None)
+
+    def _on_leg_event(self, event: Any) -> None:
+        if isinstance(event, Dtmf):
+            self._on_digit(event.digit)
+        elif isinstance(event, Reoffer):
+            self.timeline.add("reoffer", on_hold=event.on_hold)
+        elif isinstance(event, Ended):
+            self.leg.forward_events(None)  # the last event taken (later ones stay queued, unread)
+            if self.end_cause is None:
+                # The far end is the caller on an inbound call, the call recipient on an outbound (API) one.
+                party = "a" if self.direction == "inbound" else "b"
+                self.end_cause = causes.from_leg_end(event.cause, self.answered, leg=party)
+                self.timeline.add("remote_hangup", kind=event.cause.kind, status=event.cause.status)
+            self._ended.set()
+            if self._task is not None:
+                self._task.cancel()
 
     async def finish(self) -> None:
         """Everything that happens once, whatever ended the call: media closed, record written, hangup callback."""

@@ -90,6 +90,20 @@ class BLeg:
         return self.plan_target.destination
 
 
+@dataclass(frozen=True)
+class _Confirmed:
+    """Inbox item: the confirmSound/confirmKey exchange on a B leg is over (its task, to read the result from)."""
+
+    task: asyncio.Task[bool]
+
+
+@dataclass(frozen=True)
+class _Digit:
+    """Inbox item: a digit while bridged, from A (`b` None) or from B."""
+
+    digit: str
+
+
 @dataclass
 class DialResult:
     cause: Cause
@@ -118,7 +132,9 @@ class Dialing:
         self.legs: list[BLeg] = []
         self.winner: BLeg | None = None
         self.bridge: Bridge | None = None
-        self.events: asyncio.Queue[tuple[BLeg, Any]] = asyncio.Queue()
+        # Everything the Dial waits for, in the order it happens: B legs' SIP events (Leg.forward_events), the end
+        # of a confirm exchange, digits while bridged. One queue and one await per item: no task per leg or per wait.
+        self.events: asyncio.Queue[tuple[BLeg | None, Any]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._music: asyncio.Task[Any] | None = None
         self._real_relay: FrameRelay | None = None
@@ -182,45 +198,46 @@ class Dialing:
         self.log.info("dial_b_leg", b_leg_uuid=b.uuid, destination=pt.destination, trunk=target.trunk,
                       authenticated=credentials is not None)
         call.timeline.add("dial_b_leg", b_leg_uuid=b.uuid, destination=pt.destination, trunk=target.trunk)
-        self._spawn(self._pump(b))
-
-    async def _pump(self, b: BLeg) -> None:
-        assert b.leg is not None
-        while True:
-            event = await b.leg.events.get()
-            await self.events.put((b, event))
-            if isinstance(event, Ended):
-                return
+        put = self.events.put_nowait
+        b.leg.forward_events(lambda event: put((b, event)))
 
     async def _ring(self) -> BLeg | None:
         deadline = time.monotonic() + (self.plan.timeout or MAX_RING_SECONDS)
         pending = {b for b in self.legs if b.leg is not None and b.cause is None}
         confirming: dict[BLeg, asyncio.Task[bool]] = {}
+        events = self.events
         while pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.log.info("dial_ring_timeout", timeout=self.plan.timeout)
-                for b in pending:
-                    b.cause = causes.CAUSES["ring_timeout"]
-                self.call.timeline.add("dial_ring_timeout")
-                return None
-            waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.events.get())]
-            waiters += list(confirming.values())
-            done, _ = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            if waiters[0] not in done:
-                waiters[0].cancel()
+            if events.empty():
+                remaining = deadline - time.monotonic()
+                try:
+                    if remaining <= 0:
+                        raise TimeoutError
+                    async with asyncio.timeout(remaining):
+                        item = await events.get()
+                except TimeoutError:
+                    self.log.info("dial_ring_timeout", timeout=self.plan.timeout)
+                    for b in pending:
+                        b.cause = causes.CAUSES["ring_timeout"]
+                    self.call.timeline.add("dial_ring_timeout")
+                    return None
             else:
-                b, event = waiters[0].result()
-                winner = await self._ringing_event(b, event, pending, confirming)
-                if winner is not None:
-                    return winner
-            for b, task in list(confirming.items()):
-                if task.done():
-                    del confirming[b]
-                    if task.result():
-                        return b
-                    await self._drop(b, causes.CAUSES["call_rejected"].with_source("Call recipient"))
-                    pending.discard(b)
+                item = events.get_nowait()
+            b_or_none, event = item
+            if b_or_none is None:
+                continue  # a digit from A while ringing: not for the Dial
+            b = b_or_none
+            if isinstance(event, _Confirmed):
+                if confirming.get(b) is not event.task:
+                    continue  # the leg ended while confirming (its task was cancelled): already counted
+                del confirming[b]
+                if event.task.result():
+                    return b
+                await self._drop(b, causes.CAUSES["call_rejected"].with_source("Call recipient"))
+                pending.discard(b)
+                continue
+            winner = await self._ringing_event(b, event, pending, confirming)
+            if winner is not None:
+                return winner
         return None
 
     async def _ringing_event(self, b: BLeg, event: Any, pending: set[BLeg],
@@ -237,7 +254,9 @@ class Dialing:
             if b.media is not None and event.sdp and b.media.negotiated is None:
                 b.media.accept_answer(event.sdp)
             if self.plan.confirm_sound:
-                confirming[b] = asyncio.ensure_future(self._confirm(b))
+                task = asyncio.ensure_future(self._confirm(b))
+                confirming[b] = task
+                task.add_done_callback(lambda t: self.events.put_nowait((b, _Confirmed(t))))
                 return None
             return b
         if isinstance(event, Ended):
@@ -380,47 +399,41 @@ class Dialing:
         """Until B hangs up, timeLimit expires, or A presses * (hangupOnStar); A hanging up cancels this task."""
         plan = self.plan
         assert b.leg is not None
-        limit = asyncio.get_running_loop().time() + plan.time_limit
+        loop = asyncio.get_running_loop()
+        limit = loop.time() + plan.time_limit
         a_digits = ""
-        b_digits: asyncio.Queue[str] = asyncio.Queue()
         b_typed = ""
+        events = self.events
         if plan.digits_match_b and b.media is not None:
-            b.media.add_dtmf_listener(lambda e: b_digits.put_nowait(e.digit))
+            b.media.add_dtmf_listener(lambda e: events.put_nowait((b, _Digit(e.digit))))
         self.call.flush_digits()
-        while True:
-            getters = {
-                "event": asyncio.ensure_future(self.events.get()),
-                "a": asyncio.ensure_future(self.call.digits.get()),
-                "b": asyncio.ensure_future(b_digits.get()),
-            }
-            try:
-                remaining = limit - asyncio.get_running_loop().time()
-                done, _ = await asyncio.wait(getters.values(), timeout=max(remaining, 0),
-                                             return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in getters.values():
-                    if not task.done():
-                        task.cancel()
-            if not done:
-                self.log.info("dial_time_limit", seconds=plan.time_limit)
-                await self._drop(b, causes.CAUSES["allotted_timeout"])
-                return causes.CAUSES["allotted_timeout"]
-            if getters["event"] in done:
-                leg, event = getters["event"].result()
-                if leg is b and isinstance(event, Ended):
-                    b.ended_at = time.time()
-                    return causes.from_leg_end(event.cause, True)
-            if getters["a"] in done:
-                digit = getters["a"].result()
-                if plan.hangup_on_star and digit == "*":
-                    self.log.info("dial_hangup_on_star")
-                    await self._drop(b, causes.CAUSES["normal_hangup"].with_source("Caller"))
-                    return causes.CAUSES["normal_hangup"].with_source("Caller")
-                a_digits += digit
-                self._match(plan.digits_match, a_digits, "DialDigitsMatch", b)
-            if getters["b"] in done:
-                b_typed += getters["b"].result()
-                self._match(plan.digits_match_b, b_typed, "DialDigitsMatchBLeg", b)
+        self.call.digit_sink = lambda digit: events.put_nowait((None, _Digit(digit)))
+        try:
+            async with asyncio.timeout_at(limit):
+                while True:
+                    who, event = await events.get()
+                    if who is b and isinstance(event, Ended):
+                        b.ended_at = time.time()
+                        return causes.from_leg_end(event.cause, True)
+                    if not isinstance(event, _Digit):
+                        continue  # a lost leg's last events, a confirm that finished late
+                    if who is None:
+                        if plan.hangup_on_star and event.digit == "*":
+                            break
+                        a_digits += event.digit
+                        self._match(plan.digits_match, a_digits, "DialDigitsMatch", b)
+                    elif who is b:
+                        b_typed += event.digit
+                        self._match(plan.digits_match_b, b_typed, "DialDigitsMatchBLeg", b)
+        except TimeoutError:
+            self.log.info("dial_time_limit", seconds=plan.time_limit)
+            await self._drop(b, causes.CAUSES["allotted_timeout"])
+            return causes.CAUSES["allotted_timeout"]
+        finally:
+            self.call.digit_sink = None
+        self.log.info("dial_hangup_on_star")
+        await self._drop(b, causes.CAUSES["normal_hangup"].with_source("Caller"))
+        return causes.CAUSES["normal_hangup"].with_source("Caller")
 
     def _match(self, patterns: tuple[str, ...], typed: str, param: str, b: BLeg) -> None:
         for pattern in patterns:
@@ -486,6 +499,8 @@ class Dialing:
         for b in self.legs:
             if b.leg is not None and b.leg.state.value != "ended":
                 await self._drop(b, causes.CAUSES["originator_cancel"].with_source("Caller"))
+            if b.leg is not None:
+                b.leg.forward_events(None)  # the Dial is over: nothing reads its inbox any more
             if b.media is not None:
                 b.media.close()
         for task in list(self._tasks):

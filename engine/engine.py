@@ -187,7 +187,7 @@ class Engine:
         app = self.config.inbound.app_for(to)
         if leg.remote_sdp:
             try:
-                sdp_mod.build_answer(leg.remote_sdp, self.config.sip.public_address, 9)
+                sdp_mod.check_offer(leg.remote_sdp)
             except sdp_mod.SdpError as exc:
                 leg.log.info("sdp_rejected", error=str(exc))
                 await leg.reject(488, "Not Acceptable Here")

@@ -146,7 +146,7 @@ async def interpret(call: Call, transfer: tuple[str, str] | None = None) -> None
 
 async def run_call(call: Call) -> None:
     """Run a call to its end: the interpreter in a task the leg watcher can cancel, then `call.finish()`."""
-    watcher = asyncio.ensure_future(call.watch_leg())
+    call.watch_leg()
     call._task = asyncio.current_task()
     try:
         await call.ring()
@@ -179,4 +179,4 @@ async def run_call(call: Call) -> None:
         try:
             await call.finish()
         finally:
-            watcher.cancel()
+            call.unwatch_leg()

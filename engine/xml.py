@@ -71,9 +71,26 @@ def make_parser() -> etree.XMLParser:
                            huge_tree=False, remove_comments=True, remove_pis=True)
 
 
+# Validated verbs by document text. Apps answer most calls with the same few documents (a static answer XML, a
+# templated one with few variants), and parsing + validating costs ~5 % of a call's CPU under load. Verbs are not
+# changed after parsing (they carry their attributes and children only), so one list serves every call with the
+# same bytes; each call gets its own Document (source_url differs). Only small documents are kept, the oldest go
+# first, and a document that fails is never kept (its error is raised again each time).
+_VALIDATED: dict[bytes | str, tuple[Verb, ...]] = {}
+_VALIDATED_MAX = 256
+_VALIDATED_MAX_BYTES = 16 * 1024
+
+
 def parse_document(data: bytes | str, *, source_url: str = "") -> Document:
     """The document's verbs, validated; raises the first XmlError (with line, element and attribute)."""
-    return Document(_walk(_load(data), None), source_url)
+    verbs = _VALIDATED.get(data)
+    if verbs is None:
+        verbs = tuple(_walk(_load(data), None))
+        if len(data) <= _VALIDATED_MAX_BYTES:
+            if len(_VALIDATED) >= _VALIDATED_MAX:
+                del _VALIDATED[next(iter(_VALIDATED))]
+            _VALIDATED[data] = verbs
+    return Document(list(verbs), source_url)
 
 
 def validate_document(data: bytes | str, *, source_url: str = "") -> list[XmlError]:

@@ -419,6 +419,23 @@ def build_answer(offer: str | bytes | SessionDescription, address: str, port: in
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     sd = _as_sdp(offer)
+    answer_media, negotiated = _answer_streams(sd, port, supported, dtmf, ptime, direction)
+    answer = SessionDescription(
+        origin=Origin(username, session_id or new_session_id(), session_version, "IN", _addrtype(address), address),
+        session_name="softswitch", connection=address, connection_addrtype=_addrtype(address), media=answer_media,
+        timing=sd.timing or "0 0",
+    )
+    return answer.to_text(), negotiated
+
+
+def check_offer(offer: str | bytes | SessionDescription, supported: tuple[str, ...] = ("PCMU", "PCMA")) -> None:
+    """Raise SdpError (with the reason build_answer would give) when `offer` has no audio we can answer; the
+    check before a call is accepted (-> 488), without writing an answer."""
+    _answer_streams(_as_sdp(offer), 9, supported, True, 20, "sendrecv")
+
+
+def _answer_streams(sd: SessionDescription, port: int, supported: tuple[str, ...], dtmf: bool, ptime: int,
+                    direction: str) -> tuple[list[MediaDescription], NegotiatedMedia]:
     answer_media: list[MediaDescription] = []
     negotiated: NegotiatedMedia | None = None
     reasons: list[str] = []
@@ -458,12 +475,7 @@ def build_answer(offer: str | bytes | SessionDescription, address: str, port: in
     if negotiated is None:
         detail = "; ".join(reasons) if reasons else "the offer has no audio stream"
         raise SdpError(f"no usable audio in the offer: {detail}")
-    answer = SessionDescription(
-        origin=Origin(username, session_id or new_session_id(), session_version, "IN", _addrtype(address), address),
-        session_name="softswitch", connection=address, connection_addrtype=_addrtype(address), media=answer_media,
-        timing=sd.timing or "0 0",
-    )
-    return answer.to_text(), negotiated
+    return answer_media, negotiated
 
 
 def negotiate_answer(offer_we_sent: str | bytes | SessionDescription,

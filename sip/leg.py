@@ -125,6 +125,7 @@ class Leg:
         self.remote_sdp: str | None = None
         self.end_cause: EndCause | None = None
         self.events: asyncio.Queue[LegEvent] = asyncio.Queue()
+        self._sink: Callable[[LegEvent], None] | None = None  # forward_events()
         # `ended` and `acked` are asyncio Events made on first use: most callers never wait on them, and two Events
         # (and their waiter deques) per leg would sit in the collector's heap for as long as anyone keeps the leg.
         self._ended_event: asyncio.Event | None = None
@@ -175,8 +176,22 @@ class Leg:
     async def next_event(self, timeout: float | None = None) -> LegEvent:
         return await asyncio.wait_for(self.events.get(), timeout)
 
+    def forward_events(self, sink: Callable[[LegEvent], None] | None) -> None:
+        """Hand each event to `sink` as it happens (events already queued first) instead of queueing it on
+        `events`; None queues them again. For an owner that already has one queue or state machine for several
+        sources: no task per leg moving events from queue to queue. `sink` runs inside the SIP stack's handling of
+        the message, so it must not block or raise (put the event on a queue, set a flag, cancel a task)."""
+        self._sink = sink
+        if sink is not None:
+            while not self.events.empty():
+                sink(self.events.get_nowait())
+
     def _emit(self, event: LegEvent) -> None:
-        self.events.put_nowait(event)
+        sink = self._sink
+        if sink is None:
+            self.events.put_nowait(event)
+        else:
+            sink(event)
 
     def _end(self, cause: EndCause) -> None:
         if self.state is LegState.ENDED and self.end_cause is not None:

@@ -272,3 +272,16 @@ def test_parsed_sdp_cache_matches_parse_and_is_never_changed() -> None:
     for n in range(sdp_module._PARSED_MAX + 10):  # bounded
         sdp_module._as_sdp(sdp_module.build_offer("192.0.2.1", 4000 + 2 * n))
     assert len(sdp_module._PARSED) <= sdp_module._PARSED_MAX
+
+
+def test_check_offer_refuses_what_build_answer_refuses_with_the_same_reason() -> None:
+    good = sdp.build_offer("192.0.2.1", 4000)
+    sdp.check_offer(good)  # answerable: no error
+    video_only = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=video 5000 RTP/AVP 96\r\n"
+    g722 = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 9\r\n"
+    for offer in (video_only, g722):
+        with pytest.raises(sdp.SdpError) as built:
+            sdp.build_answer(offer, "192.0.2.2", 6000)
+        with pytest.raises(sdp.SdpError) as checked:
+            sdp.check_offer(offer)
+        assert str(checked.value) == str(built.value)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from engine import store as store_module
 from engine.store import HELD, SCHEMA_VERSION, Store, StoreError
 
 
@@ -187,3 +189,58 @@ async def test_a_hangup_callback_finds_its_held_row_by_index_not_by_scanning_liv
             "AND gave_up_at IS NULL ORDER BY id LIMIT 1", ("call-x", HELD),
         ).fetchall()
     assert "USING INDEX outbox_call" in " ".join(str(row[3]) for row in plan)
+
+
+async def test_another_process_holding_the_lock_never_blocks_the_loop_and_order_is_kept(
+        store: Store, db_path: Path) -> None:
+    """A call's writes run on the loop's connection with busy_timeout 0; when another process (the sqlite3 CLI,
+    a backup) holds the write lock, they wait in the worker thread instead, in order, and the loop keeps running."""
+    await store.record_call_start("c-lock", direction="inbound", from_number="1", to_number="2", started_at=1.0)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, as a long transaction elsewhere would hold it
+    try:
+        first = asyncio.ensure_future(store.record_call_update("c-lock", answered_at=2.0))
+        second = asyncio.ensure_future(store.record_call_update("c-lock", answered_at=3.0))
+        ticks = 0
+        for _ in range(20):  # the loop is free while both wait
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert ticks == 20 and not first.done() and not second.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert store.locked_retries == 1  # the first was refused; the second queued behind it without trying
+    record = await store.get_call("c-lock")
+    assert record is not None and record.answered_at == 3.0  # applied in the order they were made
+
+
+async def test_loop_side_writes_reach_the_database_file_through_checkpoints(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's connection never checkpoints; the worker does every CHECKPOINT_EVERY writes and at close."""
+    monkeypatch.setattr(store_module, "CHECKPOINT_EVERY", 10)
+    store = await Store.open(db_path)
+
+    def rows_in_main_file() -> int:  # immutable=1 reads the database file alone, ignoring the WAL
+        conn = sqlite3.connect(f"file:{db_path}?immutable=1", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
+        finally:
+            conn.close()
+
+    try:
+        for i in range(9):
+            await store.record_call_update(f"c-{i}", answered_at=float(i))
+        assert rows_in_main_file() == 0  # all in the WAL so far
+        await store.record_call_update("c-9", answered_at=9.0)  # the 10th write starts a checkpoint
+        for _ in range(200):
+            if store._checkpoint is None:
+                break
+            await asyncio.sleep(0.01)
+        assert rows_in_main_file() == 10
+        await store.record_call_update("c-10", answered_at=10.0)
+    finally:
+        await store.close()
+    assert rows_in_main_file() == 11
+    wal = db_path.with_name(db_path.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0  # truncated at close

@@ -7,6 +7,7 @@ import pytest
 from lxml import etree
 from plivo import plivoxml
 
+from engine import xml
 from engine.verbs import registry
 from engine.verbs.base import XmlError
 from engine.verbs.dial import Dial, Number, User
@@ -555,3 +556,26 @@ def test_valid_documents_have_no_lint(data: str) -> None:
 def test_str_and_bytes_parse_alike() -> None:
     data = '<?xml version="1.0" encoding="utf-8"?><Response><Speak>Grüße</Speak></Response>'
     assert parse_document(data).verbs[0].text == parse_document(data.encode()).verbs[0].text == "Grüße"
+
+
+def test_validated_verbs_are_reused_for_the_same_bytes_but_each_call_gets_its_own_document() -> None:
+    body = b'<Response><Speak>cached one</Speak><Hangup reason="busy"/></Response>'
+    first = xml.parse_document(body, source_url="http://a/x")
+    second = xml.parse_document(body, source_url="http://b/y")
+    assert first is not second and first.verbs is not second.verbs
+    assert [v.TAG for v in second.verbs] == ["Speak", "Hangup"]
+    assert all(a is b for a, b in zip(first.verbs, second.verbs, strict=True))  # parsed and validated once
+    assert (first.source_url, second.source_url) == ("http://a/x", "http://b/y")
+    second.verbs.clear()  # a caller changing its list does not change what the next call gets
+    assert len(xml.parse_document(body).verbs) == 2
+
+
+def test_an_invalid_document_fails_every_time_and_big_documents_are_not_kept() -> None:
+    bad = b'<Response><Hangup reason="nope"/></Response>'
+    for _ in range(2):
+        with pytest.raises(XmlError, match="reason"):
+            xml.parse_document(bad)
+    assert bad not in xml._VALIDATED
+    big = b"<Response>" + b"<Wait length='1'/>" * 2000 + b"</Response>"
+    assert len(xml.parse_document(big).verbs) == 2000
+    assert big not in xml._VALIDATED
