@@ -165,8 +165,12 @@ def find_max_cps(subject: Subject, *, start: float, ceiling: float, step_s: floa
         s = run_step(subject, rate, seconds, cpu_pids=cpu_pids)
         search.steps.append(s)
         progress(f"[{subject.name}] {s.line()}")
-        if subject.dirty:  # calls left up by an overloaded step would load the next one: start afresh
-            progress(f"[{subject.name}] restarting (calls were left up)")
+        # A step that was not clean leaves work behind: calls still up, and transactions retransmitting (BYE, 2xx,
+        # up to 64*T1 = 32 s) towards that step's far end, which is gone. Counted against the next step, it would
+        # fail a rate the subject carries when it starts clean; every subject starts each step afresh instead.
+        if subject.dirty or not s.passed:
+            why = "calls were left up" if subject.dirty else "the step was not clean"
+            progress(f"[{subject.name}] restarting ({why})")
             subject.restart()
             if cpu_pids is not None:
                 cpu_pids = subject.cpu_pids() if not isinstance(subject, Engines) else subject.engine_pids()

@@ -33,6 +33,8 @@ from .recordings import Recording
 if TYPE_CHECKING:
     from .engine import Engine
 
+_call_log = structlog.get_logger("engine.call")
+
 
 @dataclass(slots=True)
 class Timeline:
@@ -103,7 +105,7 @@ class Call:
         self.verb_index = 0  # position of the running verb in its document
         self.first_document = True  # the running document is the answer_url's (not a redirect's)
         self.transfer_to: tuple[str, str] | None = None  # (url, method) of a REST transfer not yet taken up
-        self.log: Any = structlog.get_logger("engine.call").bind(call_uuid=self.uuid)
+        self.log: Any = _call_log.bind(call_uuid=self.uuid)
         leg.log = leg.log.bind(call_uuid=self.uuid)
         self.params: dict[str, str] = self._session_params(extra_params or {})
         self._ended = asyncio.Event()

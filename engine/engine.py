@@ -229,6 +229,6 @@ class Engine:
             await self.store.finish_call(call.uuid, hangup_cause=cause.name, hangup_code=cause.code,
                                          hangup_source=cause.hangup_source, ended_at=call.ended_at,
                                          answered_at=call.answered_at, duration=duration, bill_duration=duration,
-                                         timeline=call.timeline.as_json())
+                                         timeline=call.timeline.as_json(), returning=False)
         except Exception:
             call.log.exception("call_record_failed")

@@ -457,13 +457,15 @@ class Store:
         bill_duration: int | None = None,
         legs: Sequence[Any] | None = None,
         timeline: Sequence[Any] | None = None,
-    ) -> CallRecord:
+        returning: bool = True,
+    ) -> CallRecord | None:
         """Record how a call ended (with its ``legs`` and ``timeline`` when given: one write for all of it).
         ``duration`` (from started_at) and ``bill_duration`` (from answered_at, 0 if never answered) are computed
-        when not given. Returns the final row."""
+        when not given. Returns the final row (None with ``returning=False``: the engine, which has it all, saves
+        reading it back and decoding its JSON)."""
         end = time.time() if ended_at is None else ended_at
 
-        def finish(conn: sqlite3.Connection) -> CallRecord:
+        def finish(conn: sqlite3.Connection) -> CallRecord | None:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 row = conn.execute(
@@ -498,12 +500,13 @@ class Store:
                     f"ON CONFLICT (call_uuid) DO UPDATE SET {updates}",
                     [call_uuid, *(_column_value(n, fields[n]) for n in names), time.time()],
                 )
-                final = conn.execute("SELECT * FROM calls WHERE call_uuid = ?", (call_uuid,)).fetchone()
+                final = (conn.execute("SELECT * FROM calls WHERE call_uuid = ?", (call_uuid,)).fetchone()
+                         if returning else None)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            return _call_record(final)
+            return None if final is None else _call_record(final)
 
         return await self._run(finish)
 

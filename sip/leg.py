@@ -37,6 +37,8 @@ from .transaction import ClientTransaction, ServerTransaction, make_response
 if TYPE_CHECKING:
     from .ua import UserAgent
 
+_leg_log = structlog.get_logger("sip.leg")
+
 
 class LegState(Enum):
     CALLING = "calling"  # outbound: INVITE sent, nothing back yet; inbound: INVITE received
@@ -139,7 +141,7 @@ class Leg:
         # Answers re-offers (hold/unhold, codec change) when set, e.g. by the media session; returns our SDP or
         # raises ValueError (-> 488). Unset: the direction is mirrored into our last SDP (sip.sdp_direction).
         self.offer_handler: Callable[[str], str] | None = None
-        self.log: Any = structlog.get_logger("sip.leg").bind(call_id=self.call_id, direction=self.direction)
+        self.log: Any = _leg_log.bind(call_id=self.call_id, direction=self.direction)
 
     @property
     def ended(self) -> asyncio.Event:

@@ -244,3 +244,14 @@ async def test_loop_side_writes_reach_the_database_file_through_checkpoints(
     assert rows_in_main_file() == 11
     wal = db_path.with_name(db_path.name + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0  # truncated at close
+
+
+async def test_finish_call_without_returning_writes_the_same_row(store: Store) -> None:
+    await store.record_call_start("c-nr", direction="inbound", from_number="1", to_number="2", started_at=100.0)
+    assert await store.finish_call("c-nr", hangup_cause="NORMAL_CLEARING", hangup_code=4000, hangup_source="Caller",
+                                   ended_at=130.0, answered_at=110.0, timeline=[{"t": 0, "event": "x"}],
+                                   returning=False) is None
+    record = await store.get_call("c-nr")
+    assert record is not None
+    assert (record.hangup_cause, record.duration, record.bill_duration) == ("NORMAL_CLEARING", 30, 20)
+    assert record.timeline == [{"t": 0, "event": "x"}]
