@@ -3,17 +3,46 @@
 
 --uvloop runs the daemon on uvloop's event loop (not a softswitch dependency: `pip install uvloop`);
 --no-gc-freeze skips the daemon's gc.freeze() after start (engine/daemon.py), to measure what it brings;
---gc-threshold sets gc.set_threshold() before anything else. Everything else is engine.cli's own `serve`.
+--gc-threshold sets gc.set_threshold() before anything else; with SOFTSWITCH_BENCH_GC_LOG=FILE every collection of
+5 ms or more is logged to FILE. Everything else is engine.cli's own `serve`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
+import os
 import sys
+import time
+from collections import deque
 
 from engine import cli
+
+
+def _log_gc_pauses(path: str) -> None:
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - for the life of the process
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        pause = time.perf_counter() - started[0]
+        if pause >= 0.005:
+            out.write(f"{time.time():.3f} gen{info['generation']} {1000 * pause:.1f} ms "
+                      f"collected {info['collected']} tracked {len(gc.get_objects())}\n")
+            if info["generation"] == 2 and pause >= 0.02:  # what the full collection had to walk
+                objects = gc.get_objects()
+                kinds = collections.Counter(type(o).__name__ for o in objects)
+                sizes = collections.Counter()
+                for o in objects:
+                    if isinstance(o, (list, dict, deque)):
+                        sizes[type(o).__name__] += len(o)
+                out.write(f"  types {kinds.most_common(15)}\n  container items {dict(sizes)}\n")
+
+    gc.callbacks.append(on_gc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if args.gc_threshold:
         gc.set_threshold(*args.gc_threshold)
+    gc_log = os.environ.get("SOFTSWITCH_BENCH_GC_LOG")
+    if gc_log:  # every collection of 5 ms or more: when, which generation, how long, objects tracked
+        _log_gc_pauses(gc_log)
     if args.no_gc_freeze:
         gc.freeze = lambda: None  # this process only: the daemon's call after start does nothing
     return cli.main(rest)

@@ -160,11 +160,21 @@ class Sippy(Subject):
     name, label = "sippy", "sippy b2bua_simple (Python B2BUA)"
 
     def start(self) -> None:
-        port = free_port()
-        self.procs.append(Proc("sippy", [sys.executable, "-m", "sippy.b2bua_simple", "-f", "-l", HOST, "-p",
-                                         str(port), "-n", f"{HOST}:{self.far_port}"], self.workdir))
-        wait_udp_listening(port)
-        self.target = f"{HOST}:{port}"
+        for attempt in range(3):  # the free port can be taken before sippy binds it (EADDRINUSE): another one
+            port = free_port()
+            proc = Proc("sippy", [sys.executable, "-m", "sippy.b2bua_simple", "-f", "-l", HOST, "-p", str(port),
+                                  "-n", f"{HOST}:{self.far_port}"], self.workdir)
+            self.procs.append(proc)
+            try:
+                wait_udp_listening(port)
+            except TimeoutError:
+                proc.stop()
+                self.procs.remove(proc)
+                if attempt == 2:
+                    raise
+                continue
+            self.target = f"{HOST}:{port}"
+            return
 
 
 class App:
