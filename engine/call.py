@@ -95,7 +95,7 @@ class Call:
         self.answered_at: float | None = None
         self.ended_at: float | None = None
         self.end_cause: Cause | None = None
-        self.digits: asyncio.Queue[str] = asyncio.Queue()
+        self._digits: asyncio.Queue[str] | None = None  # made on first use (most calls never read digits)
         # Set while something takes the caller's digits as they come instead of from `digits` (a bridged Dial).
         self.digit_sink: Callable[[str], None] | None = None
         self.early_media = False
@@ -313,9 +313,17 @@ class Call:
                 self.callback(a["action"], a["method"], params, kind="action")
         self.session_recordings.clear()
 
+    @property
+    def digits(self) -> asyncio.Queue[str]:
+        """The caller's DTMF digits not taken yet (GetDigits, Record's finishOnKey, Dial's hangupOnStar...)."""
+        if self._digits is None:
+            self._digits = asyncio.Queue()
+        return self._digits
+
     def flush_digits(self) -> None:
-        while not self.digits.empty():
-            self.digits.get_nowait()
+        queued = self._digits
+        while queued is not None and not queued.empty():
+            queued.get_nowait()
 
     # -- HTTP ---------------------------------------------------------------------------------------------------
     def callback(self, url: str, method: str, params: dict[str, str] | None = None, kind: str = "callback") -> None:

@@ -109,6 +109,13 @@ class _Stderr:
 _stderr = cast(TextIO, _Stderr())
 
 
+def _shared_factory(logger: Any) -> Any:
+    def factory(*args: Any) -> Any:
+        return logger
+
+    return factory
+
+
 def _level_number(level: str) -> int:
     number = logging.getLevelName(level.upper())
     if not isinstance(number, int):
@@ -139,7 +146,9 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.StackInfoRenderer(), *tail],
         wrapper_class=structlog.make_filtering_bound_logger(number),
-        logger_factory=structlog.WriteLoggerFactory(file=_stderr),
+        # One WriteLogger for every bound logger (the factory's default is a new one per logger: one more object
+        # per `bind`, i.e. several per call kept in the collector's heap); its lock serialises the lines anyway.
+        logger_factory=_shared_factory(structlog.WriteLogger(file=_stderr)),
         cache_logger_on_first_use=False,
     )
 

@@ -126,7 +126,9 @@ class Leg:
         self.local_sdp: str | None = None
         self.remote_sdp: str | None = None
         self.end_cause: EndCause | None = None
-        self.events: asyncio.Queue[LegEvent] = asyncio.Queue()
+        # `events` is made on first use: a leg whose owner takes its events through forward_events() never needs
+        # the queue (and its three deques and an Event), which would sit in the collector's heap all call long.
+        self._events: asyncio.Queue[LegEvent] | None = None
         self._sink: Callable[[LegEvent], None] | None = None  # forward_events()
         # `ended` and `acked` are asyncio Events made on first use: most callers never wait on them, and two Events
         # (and their waiter deques) per leg would sit in the collector's heap for as long as anyone keeps the leg.
@@ -175,6 +177,13 @@ class Leg:
     def answered(self) -> bool:
         return self.state is LegState.ANSWERED
 
+    @property
+    def events(self) -> asyncio.Queue[LegEvent]:
+        """What happened to the leg, in order (unless an owner takes them with forward_events)."""
+        if self._events is None:
+            self._events = asyncio.Queue()
+        return self._events
+
     async def next_event(self, timeout: float | None = None) -> LegEvent:
         return await asyncio.wait_for(self.events.get(), timeout)
 
@@ -184,9 +193,10 @@ class Leg:
         sources: no task per leg moving events from queue to queue. `sink` runs inside the SIP stack's handling of
         the message, so it must not block or raise (put the event on a queue, set a flag, cancel a task)."""
         self._sink = sink
-        if sink is not None:
-            while not self.events.empty():
-                sink(self.events.get_nowait())
+        queued = self._events
+        if sink is not None and queued is not None:
+            while not queued.empty():
+                sink(queued.get_nowait())
 
     def _emit(self, event: LegEvent) -> None:
         sink = self._sink

@@ -287,3 +287,49 @@ async def test_a_late_2xx_from_another_fork_is_acked_and_byed_after_the_call_end
     unknown.headers.set("Call-ID", "never-placed@peer")
     peer.send(unknown)
     assert await peer.quiet() == [] and ua.stats["stray_responses"] == strays + 1
+
+
+async def test_forwarded_leg_events_reach_the_owner_in_order_and_no_queue_is_made(make_ua, peer: Peer) -> None:
+    """Leg.forward_events: what an owner with its own inbox uses (a Dial's B legs, a call's A leg). Events already
+    queued are handed over first; a leg forwarded before its first event never makes its queue (fewer objects for
+    the collector per live call); None puts events back on the queue."""
+    ua = await make_ua()
+    peer.ua_port = ua.port("udp")
+    leg = await ua.invite(f"sip:100@{HOST}:{peer.port}", from_uri=f"sip:caller@{HOST}", sdp=SDP)
+    got: list[object] = []
+    leg.forward_events(got.append)
+    _, invite = await peer.expect("INVITE")
+    assert isinstance(invite, Request)
+    peer.send(make_response(invite, 180, to_tag="peertag"))
+    ok = make_response(invite, 200, to_tag="peertag", body=SDP.encode(), headers=Headers(
+        [("Contact", f"<sip:peer@{HOST}:{peer.port}>"), ("Content-Type", "application/sdp")]))
+    peer.send(ok)
+    await peer.expect("ACK")
+    for _ in range(100):
+        if any(isinstance(e, Answered) for e in got):
+            break
+        await asyncio.sleep(0.01)
+    assert [type(e).__name__ for e in got] == ["Ringing", "Answered"]
+    assert leg._events is None  # never needed
+    leg.forward_events(None)
+    await leg.hangup()
+    _, bye = await peer.expect("BYE")
+    assert isinstance(bye, Request)
+    peer.send(make_response(bye, 200))
+    assert isinstance(await leg.next_event(5), Ended)  # back on the queue once forwarding stops
+    assert len(got) == 2
+
+
+async def test_events_queued_before_forwarding_are_handed_over_first(make_ua, peer: Peer) -> None:
+    ua = await make_ua()
+    peer.ua_port = ua.port("udp")
+    leg, _, _, _ = await _answered_outbound_call(ua, peer)  # took Answered from the queue
+    await leg.hangup()
+    _, bye = await peer.expect("BYE")
+    assert isinstance(bye, Request)
+    peer.send(make_response(bye, 200))
+    await asyncio.wait_for(leg.ended.wait(), 5)
+    got: list[object] = []
+    leg.forward_events(got.append)  # Ended was queued before: it comes first, at once
+    assert [type(e).__name__ for e in got] == ["Ended"]
+    assert leg.events.empty()
