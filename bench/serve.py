@@ -41,6 +41,10 @@ def _log_gc_pauses(path: str) -> None:
                     if isinstance(o, (list, dict, deque)):
                         sizes[type(o).__name__] += len(o)
                 out.write(f"  types {kinds.most_common(15)}\n  container items {dict(sizes)}\n")
+                held = collections.Counter(
+                    f"{type(o).__name__} {getattr(getattr(o, '__func__', o), '__qualname__', '?')}"
+                    for o in objects if type(o).__name__ in ("method", "function", "coroutine"))
+                out.write(f"  methods/functions/coroutines {held.most_common(25)}\n")
 
     gc.callbacks.append(on_gc)
 

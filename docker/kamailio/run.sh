@@ -8,6 +8,8 @@
 #   KAMAILIO_TEMPLATES  /templates              the folder with kamailio.cfg and dispatcher.list (tests/kamailio)
 #   KAMAILIO_RUNDIR     /run/softswitch-kamailio   rendered files, pid file, control socket
 #   KAMAILIO_MPATH      (found with dpkg -L kamailio, else under /usr/lib*)   module directory
+#   KAMAILIO_CHILDREN   (the template's children=2)   UDP worker processes; with more than one, two replies of one
+#                       call read by different workers can leave in the other order (a 180 after its 200)
 set -eu
 listen=${KAMAILIO_LISTEN:-udp:172.28.0.5:5060}
 engine_a=${ENGINE_A:-172.28.0.21:5080}
@@ -26,6 +28,9 @@ mkdir -p "$run"
 sed -e "s#@ENGINE_A@#$engine_a#g" -e "s#@ENGINE_B@#$engine_b#g" "$templates/dispatcher.list" > "$run/dispatcher.list"
 sed -e "s#@LISTEN@#$listen#g" -e "s#@MPATH@#$mpath#g" -e "s#@RUNDIR@#$run#g" \
     -e "s#@DISPATCHER_LIST@#$run/dispatcher.list#g" "$templates/kamailio.cfg" > "$run/kamailio.cfg"
+if [ -n "${KAMAILIO_CHILDREN:-}" ]; then
+  sed -i -e "s#^children=.*#children=$KAMAILIO_CHILDREN#" "$run/kamailio.cfg"
+fi
 if grep -q '@[A-Z_]*@' "$run/kamailio.cfg" "$run/dispatcher.list"; then
   echo "run.sh: unreplaced markers in the rendered config" >&2
   exit 2
