@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from typing import Any, Literal
 
 Codec = Literal["PCMU", "PCMA"]
@@ -237,6 +237,9 @@ def encode(pcm: bytes, codec: Codec | str) -> bytes:
     return _encode(pcm, codec)
 
 
+# One encoder and one decoder per codec, shared by every RTP session: a function made per session (and its closure
+# cell) would be two more objects per call leg in the garbage collector's heap for as long as the call lasts.
+@cache
 def encoder(codec: Codec | str) -> Callable[[bytes], bytes]:
     """The fastest `pcm -> payload` function for one codec (the RTP sender's per-frame hot path)."""
     _check(codec)
@@ -246,6 +249,7 @@ def encoder(codec: Codec | str) -> Callable[[bytes], bytes]:
     return partial(_encode, codec=codec)
 
 
+@cache
 def decoder(codec: Codec | str) -> Callable[[bytes], bytes]:
     """The fastest `payload -> pcm` function for one codec."""
     _check(codec)

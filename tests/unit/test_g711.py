@@ -114,3 +114,12 @@ def test_transcode() -> None:
 def test_backend_switch_validates() -> None:
     with pytest.raises(ValueError):
         g711.use_backend("nonsense")
+
+
+def test_encoder_and_decoder_are_shared_per_codec() -> None:
+    """One function per codec for every RTP session (not two more objects per call leg for the collector)."""
+    assert g711.encoder("PCMU") is g711.encoder("PCMU")
+    assert g711.decoder("PCMA") is g711.decoder("PCMA")
+    assert g711.encoder("PCMU") is not g711.encoder("PCMA")
+    pcm = b"\x00\x10" * 160
+    assert g711.decoder("PCMU")(g711.encoder("PCMU")(pcm)) == g711.decode(g711.encoder("PCMU")(pcm), "PCMU")
