@@ -224,7 +224,7 @@ class Dialing:
                 item = events.get_nowait()
             b_or_none, event = item
             if b_or_none is None:
-                continue  # a digit from A while ringing: not for the Dial
+                continue  # only A's digits come without a leg, and only while bridged
             b = b_or_none
             if isinstance(event, _Confirmed):
                 if confirming.get(b) is not event.task:
@@ -399,8 +399,7 @@ class Dialing:
         """Until B hangs up, timeLimit expires, or A presses * (hangupOnStar); A hanging up cancels this task."""
         plan = self.plan
         assert b.leg is not None
-        loop = asyncio.get_running_loop()
-        limit = loop.time() + plan.time_limit
+        limit = asyncio.get_running_loop().time() + plan.time_limit
         a_digits = ""
         b_typed = ""
         events = self.events

@@ -165,9 +165,8 @@ CHECKPOINT_EVERY = 1000  # loop-connection writes between two PASSIVE checkpoint
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED: another connection (another process) holds the lock we need."""
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
-        "locked" in str(exc))
+    """SQLITE_BUSY / SQLITE_LOCKED (or one of their extended codes): another connection holds the lock we need."""
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _connect_loop_side(path: Path) -> sqlite3.Connection:
@@ -267,11 +266,11 @@ def _insert_entry(conn: sqlite3.Connection, call_uuid: str | None, kind: str, ur
 class Store:
     """The softswitch database. ``store = await Store.open(path)``; ``await store.close()`` at shutdown."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, executor: ThreadPoolExecutor,
-                 loop_conn: sqlite3.Connection | None = None) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, loop_conn: sqlite3.Connection,
+                 executor: ThreadPoolExecutor) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = conn  # the worker thread's
-        self._loop_conn = loop_conn  # the event loop's (None: everything runs in the worker)
+        self._loop_conn: sqlite3.Connection | None = loop_conn  # the event loop's
         self._executor = executor
         self._queued = 0  # jobs queued for or running in the worker: while > 0, new jobs queue behind them
         self._writes = 0  # loop-side jobs since the last checkpoint
@@ -297,7 +296,7 @@ class Store:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(db_path, conn, executor, loop_conn)
+        return cls(db_path, conn, loop_conn, executor)
 
     async def close(self) -> None:
         """Finish pending work, checkpoint, and close the database. Idempotent."""

@@ -6,6 +6,7 @@ import asyncio
 import math
 import socket
 import struct
+from collections.abc import Iterator
 
 import pytest
 
@@ -422,70 +423,71 @@ async def test_media_clock_runs_callbacks_on_the_absolute_grid() -> None:
         assert actual - when < 0.05, name
 
 
-def test_media_clock_survives_a_failing_callback() -> None:
+ClockLoop = tuple[asyncio.AbstractEventLoop, MediaClock]
+
+
+@pytest.fixture
+def clock_loop() -> Iterator[ClockLoop]:
+    """A private event loop (driven with run_until_complete) and a MediaClock on it."""
     loop = asyncio.new_event_loop()
     try:
-        clock = MediaClock(loop)
-        ran: list[str] = []
-
-        def boom() -> None:
-            raise RuntimeError("bad session")
-
-        now = loop.time()
-        clock.call_at(now, boom)
-        clock.call_at(now, lambda: ran.append("after"))
-        loop.run_until_complete(asyncio.sleep(0.01))
-        assert ran == ["after"]
+        yield loop, MediaClock(loop)
     finally:
         loop.close()
 
 
-def test_media_clock_wheel_runs_every_period_and_catches_up_after_a_stall() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        clock = MediaClock(loop)
-        times: list[float] = []
+def test_media_clock_survives_a_failing_callback(clock_loop: ClockLoop) -> None:
+    loop, clock = clock_loop
+    ran: list[str] = []
 
-        def tick() -> None:
-            times.append(loop.time())
+    def boom() -> None:
+        raise RuntimeError("bad session")
 
-        slot = clock.start_slot(loop.time())
-        clock.add_periodic(slot, tick)
-        loop.run_until_complete(asyncio.sleep(0.105))
-        assert 4 <= len(times) <= 6
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-        assert all(0.015 < g < 0.03 for g in gaps)
-        assert all(t >= clock.slot_start(slot) + 0.020 * i - 0.0015 for i, t in enumerate(times))
-        times.clear()
-        import time as _time
-
-        loop.call_soon(_time.sleep, 0.05)  # the loop is blocked 2.5 periods: the slot runs once per missed period
-        loop.run_until_complete(asyncio.sleep(0.07))
-        assert len(times) >= 3
-        clock.remove_periodic(slot, tick)
-        times.clear()
-        loop.run_until_complete(asyncio.sleep(0.05))
-        assert times == []
-    finally:
-        loop.close()
+    now = loop.time()
+    clock.call_at(now, boom)
+    clock.call_at(now, lambda: ran.append("after"))
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert ran == ["after"]
 
 
-def test_media_clock_packs_new_streams_into_used_slots() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        clock = MediaClock(loop)
-        now = loop.time()
-        first = clock.start_slot(now)
-        assert clock.slot_start(first) >= now - 1e-9
+def test_media_clock_wheel_runs_every_period_and_catches_up_after_a_stall(clock_loop: ClockLoop) -> None:
+    loop, clock = clock_loop
+    times: list[float] = []
+
+    def tick() -> None:
+        times.append(loop.time())
+
+    slot = clock.start_slot(loop.time())
+    clock.add_periodic(slot, tick)
+    loop.run_until_complete(asyncio.sleep(0.105))
+    assert 4 <= len(times) <= 6
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert all(0.015 < g < 0.03 for g in gaps)
+    assert all(t >= clock.slot_start(slot) + 0.020 * i - 0.0015 for i, t in enumerate(times))
+    times.clear()
+    import time as _time
+
+    loop.call_soon(_time.sleep, 0.05)  # the loop is blocked 2.5 periods: the slot runs once per missed period
+    loop.run_until_complete(asyncio.sleep(0.07))
+    assert len(times) >= 3
+    clock.remove_periodic(slot, tick)
+    times.clear()
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert times == []
+
+
+def test_media_clock_packs_new_streams_into_used_slots(clock_loop: ClockLoop) -> None:
+    loop, clock = clock_loop
+    now = loop.time()
+    first = clock.start_slot(now)
+    assert clock.slot_start(first) >= now - 1e-9
+    clock.add_periodic(first, lambda: None)
+    # a stream starting 7 ms later joins the same phase (one period on) instead of waking the loop again
+    later = clock.start_slot(now + 0.007)
+    assert later % 20 == first % 20 and clock.slot_start(later) >= now + 0.007 - 1e-9
+    for _ in range(MediaClock.SLOT_SESSIONS - 1):
         clock.add_periodic(first, lambda: None)
-        # a stream starting 7 ms later joins the same phase (one period on) instead of waking the loop again
-        later = clock.start_slot(now + 0.007)
-        assert later % 20 == first % 20 and clock.slot_start(later) >= now + 0.007 - 1e-9
-        for _ in range(MediaClock.SLOT_SESSIONS - 1):
-            clock.add_periodic(first, lambda: None)
-        assert clock.start_slot(now + 0.007) % 20 != first % 20  # full: a new phase
-    finally:
-        loop.close()
+    assert clock.start_slot(now + 0.007) % 20 != first % 20  # full: a new phase
 
 
 async def test_session_ticks_stay_on_its_grid_with_the_wheel(rtp) -> None:
