@@ -49,6 +49,50 @@ def _log_gc_pauses(path: str) -> None:
     gc.callbacks.append(on_gc)
 
 
+def _census_on_signal(path: str) -> None:
+    """SIGUSR1: write which objects the collector tracks, each container named by what holds it (type of the
+    object that refers to it), to `path`: what a full collection has to walk, per live call."""
+    import signal
+
+    def census(*_: object) -> None:
+        objects = gc.get_objects()
+        kinds = collections.Counter(type(o).__name__ for o in objects)
+        wanted = {id(o): o for o in objects if type(o).__name__ in _CONTAINERS}
+        owners: collections.Counter[str] = collections.Counter()
+        examples: dict[str, str] = {}
+        seen: set[int] = set()
+        for holder in objects:
+            for ref in gc.get_referents(holder):
+                if id(ref) in wanted and id(ref) not in seen:
+                    seen.add(id(ref))
+                    name = getattr(getattr(ref, "__func__", None), "__qualname__", "")
+                    key = f"{type(ref).__name__} {name} <- {_describe(holder)}"
+                    owners[key] += 1
+                    if key not in examples:
+                        examples[key] = repr(ref)[:100]
+        with open(path, "a") as out:
+            out.write(f"{time.time():.3f} tracked {len(objects)}\n  types {kinds.most_common(30)}\n")
+            for key, n in owners.most_common(80):
+                out.write(f"  {n:6d} {key}    e.g. {examples[key]}\n")
+
+    signal.signal(signal.SIGUSR1, census)
+
+
+_CONTAINERS = {"list", "tuple", "dict", "deque", "cell", "method", "builtin_function_or_method", "Context",
+               "function", "Future", "ReferenceType", "set"}
+
+
+def _describe(holder: object) -> str:
+    kind = type(holder).__name__
+    if kind == "coroutine":
+        return f"coroutine {getattr(holder, '__qualname__', '?')}"
+    if kind == "function":
+        return f"function {getattr(holder, '__qualname__', '?')}"
+    if kind == "method":
+        return f"method {getattr(getattr(holder, '__func__', None), '__qualname__', '?')}"
+    return kind
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--uvloop", action="store_true")
@@ -65,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     gc_log = os.environ.get("SOFTSWITCH_BENCH_GC_LOG")
     if gc_log:  # every collection of 5 ms or more: when, which generation, how long, objects tracked
         _log_gc_pauses(gc_log)
+        _census_on_signal(gc_log + ".census")
     if args.no_gc_freeze:
         gc.freeze = lambda: None  # this process only: the daemon's call after start does nothing
     return cli.main(rest)

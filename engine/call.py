@@ -41,13 +41,15 @@ class Timeline:
     """What happened to a call, for the call record: (seconds since start, event, details)."""
 
     started: float = field(default_factory=time.time)
-    events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    # details as a tuple of (name, value) pairs, not a dict: a tuple of strings and numbers is one the garbage
+    # collector stops tracking, and a live call's timeline is walked by every full collection
+    events: list[tuple[float, str, tuple[tuple[str, Any], ...]]] = field(default_factory=list)
 
     def add(self, event: str, **details: Any) -> None:
-        self.events.append((round(time.time() - self.started, 3), event, details))
+        self.events.append((round(time.time() - self.started, 3), event, tuple(details.items())))
 
     def as_json(self) -> list[dict[str, Any]]:
-        return [{"t": t, "event": e, **d} for t, e, d in self.events]
+        return [{"t": t, "event": e, **dict(d)} for t, e, d in self.events]
 
 
 def valid_text(value: str) -> str:
@@ -99,9 +101,8 @@ class Call:
         # Set while something takes the caller's digits as they come instead of from `digits` (a bridged Dial).
         self.digit_sink: Callable[[str], None] | None = None
         self.early_media = False
-        self.session_recordings: list[tuple[Any, Recording]] = []
+        self.session_recordings: tuple[tuple[Any, Recording], ...] = ()
         self.pending_dial_recording: Any = None
-        self.dial_legs: list[dict[str, Any]] = []  # B legs of every Dial, for the call record
         self.verb_index = 0  # position of the running verb in its document
         self.first_document = True  # the running document is the answer_url's (not a redirect's)
         self.transfer_to: tuple[str, str] | None = None  # (url, method) of a REST transfer not yet taken up
@@ -112,7 +113,8 @@ class Call:
         self._task: asyncio.Task[None] | None = None
         self._scheduled_hangup: asyncio.TimerHandle | None = None
         if media is not None:
-            media.add_dtmf_listener(lambda event: self._on_digit(event.digit))
+            media.call_uuid = self.uuid
+            media.add_dtmf_listener(self._on_dtmf)
             leg.offer_handler = self._answer_reoffer
 
     # -- identity and params --------------------------------------------------------------------------------------
@@ -263,6 +265,9 @@ class Call:
     async def play_pcm(self, pcm: bytes, loop: int = 1) -> str:
         return await self.play(PcmSource(pcm, loop=loop))
 
+    def _on_dtmf(self, event: Any) -> None:  # the media session's DTMF listener
+        self._on_digit(event.digit)
+
     def _on_digit(self, digit: str) -> None:
         sink = self.digit_sink
         if sink is None:
@@ -288,7 +293,7 @@ class Call:
         recording = self.new_recording(verb.attrs["fileFormat"], channels)
         self.media.add_sink(recording.recorder.sink_a)
         self.media.add_send_sink(recording.recorder.sink_b)
-        self.session_recordings.append((verb, recording))
+        self.session_recordings += ((verb, recording),)
         self.timeline.add("record_session", recording_id=recording.id)
 
     def start_dial_recording(self, b_media: RtpSession) -> None:
@@ -300,7 +305,7 @@ class Call:
         recording = self.new_recording(verb.attrs["fileFormat"], channels)
         self.media.add_sink(recording.recorder.sink_a)
         b_media.add_sink(recording.recorder.sink_b)
-        self.session_recordings.append((verb, recording))
+        self.session_recordings += ((verb, recording),)
         self.timeline.add("record_dial", recording_id=recording.id)
 
     def _finish_session_recordings(self) -> None:
@@ -311,7 +316,7 @@ class Call:
                 self.callback(a["callbackUrl"], a["callbackMethod"], params, kind="recording")
             if a["action"]:
                 self.callback(a["action"], a["method"], params, kind="action")
-        self.session_recordings.clear()
+        self.session_recordings = ()
 
     @property
     def digits(self) -> asyncio.Queue[str]:

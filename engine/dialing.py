@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid as uuidlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,10 +85,52 @@ class BLeg:
     ended_at: float | None = None
     cause: Cause | None = None
     lost_race: bool = False
+    inbox: _Inbox | None = field(default=None, repr=False)  # the Dial's: where this leg's events go
 
     @property
     def label(self) -> str:
         return self.plan_target.destination
+
+    def forward(self, event: Any) -> None:
+        """This leg's SIP and DTMF events, into the Dial's inbox (a bound method, not a closure per leg: a live
+        call's objects are what each full garbage collection walks)."""
+        assert self.inbox is not None
+        self.inbox.put_nowait((self, event))
+
+    def forward_digit(self, event: Any) -> None:
+        self.forward(_Digit(event.digit))
+
+
+class _Inbox:
+    """A Dial's events in arrival order: asyncio.Queue's put_nowait/get/get_nowait/empty, with one deque instead
+    of three (a bridged call keeps its Dial's inbox for as long as it lasts)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[BLeg | None, Any]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: tuple[BLeg | None, Any]) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def get_nowait(self) -> tuple[BLeg | None, Any]:
+        return self._items.popleft()
+
+    async def get(self) -> tuple[BLeg | None, Any]:
+        while not self._items:  # an item is taken only here, after the wake-up: a cancelled get loses nothing
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
 
 @dataclass(frozen=True)
@@ -134,8 +177,8 @@ class Dialing:
         self.bridge: Bridge | None = None
         # Everything the Dial waits for, in the order it happens: B legs' SIP events (Leg.forward_events), the end
         # of a confirm exchange, digits while bridged. One queue and one await per item: no task per leg or per wait.
-        self.events: asyncio.Queue[tuple[BLeg | None, Any]] = asyncio.Queue()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.events = _Inbox()
+        self._tasks: set[asyncio.Task[Any]] | None = None  # made on first use
         self._music: asyncio.Task[Any] | None = None
         self._real_relay: FrameRelay | None = None
         self.log = call.log.bind(dial=True)
@@ -144,8 +187,7 @@ class Dialing:
     async def run(self) -> DialResult:
         try:
             await self._originate()
-            live = [b for b in self.legs if b.leg is not None]
-            if not live:
+            if not any(b.leg is not None for b in self.legs):
                 return self._failure_result()
             self._start_music()
             winner = await self._ring()
@@ -185,6 +227,7 @@ class Dialing:
             self.log.error("dial_rtp_open_failed", error=str(exc))
             b.cause = causes.CAUSES["internal_error"]
             return
+        b.media.call_uuid = call.uuid
         caller_id = _choose(pt.caller_id, plan.caller_id, call.params.get("From", ""))
         caller_name = _choose(pt.caller_name, plan.caller_name, call.params.get("CallerName", ""))
         headers = sip_headers.render(plan.sip_headers, pt.sip_headers, raw=call.authenticated)
@@ -198,8 +241,8 @@ class Dialing:
         self.log.info("dial_b_leg", b_leg_uuid=b.uuid, destination=pt.destination, trunk=target.trunk,
                       authenticated=credentials is not None)
         call.timeline.add("dial_b_leg", b_leg_uuid=b.uuid, destination=pt.destination, trunk=target.trunk)
-        put = self.events.put_nowait
-        b.leg.forward_events(lambda event: put((b, event)))
+        b.inbox = self.events
+        b.leg.forward_events(b.forward)
 
     async def _ring(self) -> BLeg | None:
         deadline = time.monotonic() + (self.plan.timeout or MAX_RING_SECONDS)
@@ -404,9 +447,9 @@ class Dialing:
         b_typed = ""
         events = self.events
         if plan.digits_match_b and b.media is not None:
-            b.media.add_dtmf_listener(lambda e: events.put_nowait((b, _Digit(e.digit))))
+            b.media.add_dtmf_listener(b.forward_digit)
         self.call.flush_digits()
-        self.call.digit_sink = lambda digit: events.put_nowait((None, _Digit(digit)))
+        self.call.digit_sink = self._a_digit
         try:
             async with asyncio.timeout_at(limit):
                 while True:
@@ -433,6 +476,9 @@ class Dialing:
         self.log.info("dial_hangup_on_star")
         await self._drop(b, causes.CAUSES["normal_hangup"].with_source("Caller"))
         return causes.CAUSES["normal_hangup"].with_source("Caller")
+
+    def _a_digit(self, digit: str) -> None:  # the caller's digits while bridged (Call.digit_sink)
+        self.events.put_nowait((None, _Digit(digit)))
 
     def _match(self, patterns: tuple[str, ...], typed: str, param: str, b: BLeg) -> None:
         for pattern in patterns:
@@ -488,6 +534,8 @@ class Dialing:
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -502,14 +550,8 @@ class Dialing:
                 b.leg.forward_events(None)  # the Dial is over: nothing reads its inbox any more
             if b.media is not None:
                 b.media.close()
-        for task in list(self._tasks):
+        for task in list(self._tasks or ()):
             task.cancel()
-        self.call.dial_legs.extend(
-            {"b_leg_uuid": b.uuid, "destination": b.label, "cause": b.cause.name if b.cause else "",
-             "code": b.cause.code if b.cause else 0, "answered": b.answered_at is not None,
-             "lost_race": b.lost_race}
-            for b in self.legs
-        )
 
 
 def _choose(*values: str | None) -> str:

@@ -204,16 +204,20 @@ class Engine:
         call.log.info("call_started", direction="inbound", from_=call.params["From"], to=call.params["To"])
         try:
             if self.store is not None:
-                hangup = (call.hangup_url, call.hangup_method, dict(call.params)) if call.hangup_url else None
-                try:
-                    await self.store.record_call_start(call.uuid, direction="inbound",
-                                                       from_number=call.params["From"], to_number=call.params["To"],
-                                                       started_at=call.started_at, hangup=hangup)
-                except Exception:  # the call still runs (and ends: a dead task would leave its INVITE unanswered)
-                    call.log.exception("call_record_failed")
+                await self._record_start(call)
             await run_call(call)
         finally:
             self.calls.pop(call.uuid, None)
+
+    async def _record_start(self, call: Call) -> None:
+        """The call's row in the store. (Its own coroutine: locals of _inbound's frame live as long as the call.)"""
+        assert self.store is not None
+        hangup = (call.hangup_url, call.hangup_method, dict(call.params)) if call.hangup_url else None
+        try:
+            await self.store.record_call_start(call.uuid, direction="inbound", from_number=call.params["From"],
+                                               to_number=call.params["To"], started_at=call.started_at, hangup=hangup)
+        except Exception:  # the call still runs (and ends: a dead task would leave its INVITE unanswered)
+            call.log.exception("call_record_failed")
 
     # -- outbound calls ---------------------------------------------------------------------------------------------
     async def originate(self, request: Any) -> str:

@@ -19,6 +19,7 @@ The reason is always logged with the call_uuid.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import causes
@@ -86,7 +87,7 @@ async def fetch_next_document(call: Call, redirect: Redirect) -> Document | str:
     return doc
 
 
-async def run_verbs(call: Call, verbs: list[Verb], start: int = 0) -> Outcome:
+async def run_verbs(call: Call, verbs: Sequence[Verb], start: int = 0) -> Outcome:
     """Run verbs in order from `start`; return the first outcome that is not Next (or Next when they all ran)."""
     for index in range(start, len(verbs)):
         verb = verbs[index]

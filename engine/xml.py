@@ -33,7 +33,7 @@ What does not live here: fetching (engine.webhooks), the nesting table and per-v
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urljoin
 
 from lxml import etree
@@ -57,7 +57,7 @@ __all__ = ["MAX_BYTES", "MAX_DEPTH", "Document", "XmlError", "make_parser", "par
 class Document:
     """A validated document: its top-level verbs in order, and the URL it came from (base for relative URLs)."""
 
-    verbs: list[Verb] = field(default_factory=list)
+    verbs: tuple[Verb, ...] = ()  # shared with the validation cache (verbs are immutable)
     source_url: str = ""
 
     def resolve(self, url: str) -> str:
@@ -90,7 +90,7 @@ def parse_document(data: bytes | str, *, source_url: str = "") -> Document:
             if len(_VALIDATED) >= _VALIDATED_MAX:
                 del _VALIDATED[next(iter(_VALIDATED))]
             _VALIDATED[data] = verbs
-    return Document(list(verbs), source_url)
+    return Document(verbs, source_url)
 
 
 def validate_document(data: bytes | str, *, source_url: str = "") -> list[XmlError]:

@@ -105,9 +105,11 @@ class Bridge:
         self.b_to_a = FrameRelay()
         self.relay_dtmf = relay_dtmf
         self._started = False
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tasks: set[asyncio.Future[Any]] | None = None  # made on first use
 
     def _track(self, task: asyncio.Future[Any]) -> None:
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -366,7 +366,9 @@ def build_offer(address: str, port: int, codecs: tuple[str, ...] = ("PCMU", "PCM
 # and 200), and our own offer once more when its answer comes. The objects in it are shared and must not be changed
 # (build_answer / negotiate_answer only read them; with_direction copies first); `parse()` always returns a new one.
 _PARSED: dict[str, SessionDescription] = {}
-_PARSED_MAX = 256
+# Each entry is ~12 objects the garbage collector walks on every full collection; calls being set up at one time
+# (a few per 10 ms at hundreds of calls per second) need far fewer than this.
+_PARSED_MAX = 64
 
 
 def _remember(text: str, sd: SessionDescription) -> None:

@@ -97,6 +97,11 @@ IdleMode = Literal["silence", "none"]
 _DECODERS = {pt: g711.decoder(codec) for pt, codec in g711.CODEC_BY_PAYLOAD_TYPE.items()}
 _CODEC_BY_PT: dict[int, str] = dict(g711.CODEC_BY_PAYLOAD_TYPE)
 _RX_HEADER = struct.Struct("!xBHII").unpack_from  # byte 1 (M, PT), sequence, timestamp, SSRC
+# Shared by every session, not bound per session: a live call's objects are what each full garbage collection
+# walks (docs/performance.md), and a bound method or builtin is one more object per session.
+_PACK = _HEADER.pack
+_SENDTO = socket.socket.sendto
+_RECVFROM = socket.socket.recvfrom
 PlayOutcome = Literal["finished", "stopped", "failed"]
 
 
@@ -195,17 +200,23 @@ def histogram_percentile(hist: array[int], fraction: float) -> float:
 class Playback:
     """A source being played; `await playback` gives "finished", "stopped" or "failed"."""
 
+    __slots__ = ("source", "passthrough", "frames", "outcome", "error", "_loop", "_future")
+
     def __init__(self, source: AudioSource, loop: asyncio.AbstractEventLoop) -> None:
         self.source = source
-        self.read_frame = source.read_frame
         # a FrameRelay of a bridge can hand over G.711 payloads as received (same-codec pass-through)
-        self.read_payload: Callable[[str], bytes | None] | None = getattr(source, "read_payload", None)
+        self.passthrough = hasattr(source, "read_payload")
         self.frames = 0
         self.outcome: PlayOutcome | None = None
         self.error: BaseException | None = None
-        self._future: asyncio.Future[PlayOutcome] = loop.create_future()
+        self._loop = loop
+        self._future: asyncio.Future[PlayOutcome] | None = None  # made when awaited (a bridge never awaits)
 
     def __await__(self) -> Any:
+        if self._future is None:
+            self._future = self._loop.create_future()
+            if self.outcome is not None:
+                self._future.set_result(self.outcome)
         return self._future.__await__()
 
     def done(self) -> bool:
@@ -216,7 +227,7 @@ class Playback:
             return
         self.outcome = outcome
         self.error = error
-        if not self._future.done():
+        if self._future is not None and not self._future.done():
             self._future.set_result(outcome)
 
 
@@ -462,12 +473,12 @@ class RtpReaders:
 class RtpSession:
     # the per-packet paths read a dozen attributes each: slots are faster than an instance dict of ~60 keys
     __slots__ = (
-        "_call_at", "_candidate", "_candidate_count", "_clock_started", "_closed", "_codec", "_decode",
+        "_candidate", "_candidate_count", "_clock", "_clock_started", "_closed", "_codec", "_decode",
         "_dtmf_jobs", "_dtmf_listeners", "_dtmf_receiver", "_dtmf_rx_pt", "_due", "_encode", "_handle", "_k",
-        "_last_offer", "_latched", "_loop", "_marker", "_media_clock", "_on_wheel", "_pack", "_payload_type",
-        "_payload_writers", "_pcm_sinks", "_playback", "_readers", "_reading", "_recvfrom", "_remote",
-        "_rx_buffer", "_sdp_id", "_sdp_last", "_sdp_version", "_send_sinks", "_sending", "_sendto", "_seq",
-        "_silence", "_sinks", "_slot", "_sock", "_tick_cb", "_time", "_ts", "codecs", "idle", "log",
+        "_last_offer", "_latched", "_log", "_loop", "_marker", "_media_clock", "_on_wheel", "_payload_type",
+        "_payload_writers", "_pcm_sinks", "_playback", "_readers", "_reading", "_remote",
+        "_rx_buffer", "_sdp_id", "_sdp_last", "_sdp_version", "_send_sinks", "_sending", "_seq",
+        "_silence", "_sinks", "_slot", "_sock", "_tick_cb", "_time", "_ts", "call_uuid", "codecs", "idle",
         "negotiated", "offer_dtmf_payload_type", "ports", "public_address", "ssrc", "stats", "_t0",
         "__weakref__",
     )
@@ -490,22 +501,20 @@ class RtpSession:
         # asyncio's own loop.time() is a Python-level wrapper of time.monotonic(): skip that frame on every tick
         self._time = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         the_clock = clock if clock is not None else MediaClock.for_loop(loop)
-        self._call_at = the_clock.call_at
+        self._clock = the_clock
         # on a MediaClock the session joins its wheel after the first tick (no re-scheduling per packet)
         self._media_clock: MediaClock | None = the_clock if isinstance(the_clock, MediaClock) else None
         self._on_wheel = False
         self._slot = 0
         self._tick_cb = self._tick
         self._sock = ports.rtp_socket
-        self._sendto = ports.rtp_socket.sendto
-        self._pack = _HEADER.pack
         self._encode = g711.encoder("PCMU")
         self._decode = g711.decoder("PCMU")
-        self._recvfrom = ports.rtp_socket.recvfrom
         self._reading = False
         self._readers: RtpReaders | None = None
         self._closed = False
-        self.log = log.bind(rtp_port=ports.rtp_port)
+        self.call_uuid: str | None = None  # set by the call that owns the session: bound on its log events
+        self._log: Any = None  # bound on first use (`log`)
         # sending
         self._seq = random.getrandbits(16)
         self._ts = random.getrandbits(32)
@@ -521,20 +530,22 @@ class RtpSession:
         self._due = 0.0
         self._marker = True
         self._playback: Playback | None = None
-        self._dtmf_jobs: deque[tuple[DtmfPlayer, asyncio.Future[str]]] = deque()
+        self._dtmf_jobs: deque[tuple[DtmfPlayer, asyncio.Future[str]]] | None = None  # made by send_dtmf()
         # receiving
         self._latched = False
         self._candidate: tuple[Any, ...] | None = None
         self._candidate_count = 0
-        self._sinks: list[AudioSink] = []
-        # of _sinks: those that take G.711 payloads as received (bridge relays) and those that only take PCM
-        self._payload_writers: tuple[tuple[AudioSink, Callable[[bytes, str], None]], ...] = ()
+        # tuples, replaced on change: iterating one is a snapshot for free, and the empty tuple is a shared object
+        self._sinks: tuple[AudioSink, ...] = ()
+        # of _sinks: those that take G.711 payloads as received (bridge relays: `write_payload`) and those that
+        # only take PCM
+        self._payload_writers: tuple[Any, ...] = ()
         self._pcm_sinks: tuple[AudioSink, ...] = ()
-        self._send_sinks: list[AudioSink] = []
+        self._send_sinks: tuple[AudioSink, ...] = ()
         self._rx_buffer = bytearray()
-        self._dtmf_receiver = DtmfReceiver()
+        self._dtmf_receiver: DtmfReceiver | None = None  # made on the first RFC 4733 packet
         self._dtmf_rx_pt: int | None = dtmf_payload_type
-        self._dtmf_listeners: list[Callable[[DtmfEvent], None]] = []
+        self._dtmf_listeners: tuple[Callable[[DtmfEvent], None], ...] = ()
         # SDP versioning (RFC 3264 §8: same o= id, version bumped only when the description changes)
         self._sdp_id = sdp.new_session_id()
         self._sdp_version = 0
@@ -576,6 +587,27 @@ class RtpSession:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def log(self) -> Any:
+        """This session's logger (rtp_port and the owner's call_uuid bound), made on first use: most sessions
+        never log above info, and a bound logger is two more objects per session for the garbage collector."""
+        if self._log is None:
+            self._log = log.bind(**self._log_fields())
+        return self._log
+
+    def _info(self, event: str, **fields: Any) -> None:
+        """An info event without making the bound logger (filtered out at the daemon's usual warning level)."""
+        if self._log is not None:
+            self._log.info(event, **fields)
+        else:
+            log.info(event, **self._log_fields(), **fields)
+
+    def _log_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"rtp_port": self.ports.rtp_port}
+        if self.call_uuid is not None:
+            fields["call_uuid"] = self.call_uuid
+        return fields
 
     @property
     def playing(self) -> bool:
@@ -648,9 +680,9 @@ class RtpSession:
         if sending and not self._sending:
             self._marker = True
         self._sending = sending
-        self.log.info("rtp_negotiated", codec=negotiated.codec, pt=negotiated.payload_type,
-                      remote=f"{negotiated.remote_address}:{negotiated.remote_port}", direction=negotiated.direction,
-                      dtmf_pt=negotiated.dtmf_payload_type)
+        self._info("rtp_negotiated", codec=negotiated.codec, pt=negotiated.payload_type,
+                   remote=f"{negotiated.remote_address}:{negotiated.remote_port}", direction=negotiated.direction,
+                   dtmf_pt=negotiated.dtmf_payload_type)
         if not self._clock_started:
             self._clock_started = True
             self._start_clock()
@@ -687,14 +719,17 @@ class RtpSession:
         player = DtmfPlayer(steps, **kwargs)
         future: asyncio.Future[str] = self._loop.create_future()
         job = (player, future)
-        self._dtmf_jobs.append(job)
+        jobs = self._dtmf_jobs
+        if jobs is None:
+            jobs = self._dtmf_jobs = deque()
+        jobs.append(job)
         try:
             return await future
         except asyncio.CancelledError:  # the verb was cancelled: finish the key in flight, drop the rest
-            if self._dtmf_jobs and self._dtmf_jobs[0] is job:
+            if jobs and jobs[0] is job:
                 player.cancel()
-            elif job in self._dtmf_jobs:
-                self._dtmf_jobs.remove(job)
+            elif job in jobs:
+                jobs.remove(job)
             raise
 
     def _dtmf_send_pt(self) -> int | None:
@@ -711,7 +746,7 @@ class RtpSession:
             self._t0 = self._due = self._media_clock.slot_start(self._slot)
             self._media_clock.add_periodic(self._slot, self._tick_cb)
             self._on_wheel = True
-        self._handle = self._call_at(self._t0, self._tick_cb)
+        self._handle = self._clock.call_at(self._t0, self._tick_cb)
 
     def _tick(self) -> None:
         """One 20 ms slot: schedule the next one on the absolute grid, then send this slot's packet."""
@@ -721,7 +756,7 @@ class RtpSession:
         late = now - self._due
         if late < -EARLY_LIMIT:  # a wheel visit while catching up after a stall, before this tick is due
             if not self._on_wheel:  # (a chain timer that fired early: keep the chain going)
-                self._handle = self._call_at(self._due, self._tick_cb)
+                self._handle = self._clock.call_at(self._due, self._tick_cb)
             return
         if late > MAX_BURST_TICKS * TICK:
             skipped = int(late / TICK)
@@ -733,16 +768,17 @@ class RtpSession:
         k = self._k = self._k + 1
         due = self._due = self._t0 + k * TICK
         if not self._on_wheel:
-            self._handle = self._call_at(due, self._tick_cb)
+            self._handle = self._clock.call_at(due, self._tick_cb)
 
         ts = self._ts
         self._ts = (ts + FRAME_SAMPLES) & 0xFFFFFFFF
         payload: bytes | None = None
-        if self._dtmf_jobs:
-            player, future = self._dtmf_jobs[0]
+        jobs = self._dtmf_jobs
+        if jobs:
+            player, future = jobs[0]
             action = player.tick(ts)
             if player.done:
-                self._dtmf_jobs.popleft()
+                jobs.popleft()
                 self.stats.dtmf_sent += len(player.digits_sent)
                 if not future.done():
                     future.set_result(player.digits_sent)
@@ -760,11 +796,11 @@ class RtpSession:
         playback = self._playback
         if payload is None and playback is not None:
             try:
-                if playback.read_payload is not None:  # a bridge relay: G.711 in our codec, as received
-                    payload = playback.read_payload(self._codec)
+                if playback.passthrough:  # a bridge relay: G.711 in our codec, as received
+                    payload = playback.source.read_payload(self._codec)  # type: ignore[attr-defined]
                     frame = payload
                 else:
-                    frame = playback.read_frame()
+                    frame = playback.source.read_frame()
             except Exception as exc:  # a broken source must not kill the stream
                 self.log.exception("rtp_source_failed")
                 payload = None
@@ -801,11 +837,11 @@ class RtpSession:
             self._marker = False
             packet = pack_header(self._payload_type, seq, ts, self.ssrc, True) + payload
         else:
-            packet = self._pack(0x80, self._payload_type, seq, ts, self.ssrc) + payload
+            packet = _PACK(0x80, self._payload_type, seq, ts, self.ssrc) + payload
         # the same as self._send(packet, late), inlined: this is the per-packet hot path
         stats = self.stats
         try:
-            self._sendto(packet, self._remote)
+            _SENDTO(self._sock, packet, self._remote)
         except OSError:
             stats.send_errors += 1
             return
@@ -836,7 +872,7 @@ class RtpSession:
     def _send(self, packet: bytes, late: float) -> None:
         stats = self.stats
         try:
-            self._sendto(packet, self._remote)
+            _SENDTO(self._sock, packet, self._remote)
         except OSError:  # buffer full, unreachable network, ...: RTP is best effort
             stats.send_errors += 1
             return
@@ -857,53 +893,54 @@ class RtpSession:
         """Deliver received audio to `sink` as 20 ms frames. A sink that also has `write_payload(payload, codec)` (a
         bridge's FrameRelay) is handed 20 ms G.711 payloads as received instead, without decoding."""
         if sink not in self._sinks:
-            self._sinks.append(sink)
+            self._sinks = (*self._sinks, sink)
             self._sinks_changed()
 
     def _sinks_changed(self) -> None:
-        writers = [(sink, getattr(sink, "write_payload", None)) for sink in self._sinks]
-        self._payload_writers = tuple((sink, w) for sink, w in writers if w is not None)
-        self._pcm_sinks = tuple(sink for sink, w in writers if w is None)
+        writers = tuple(sink for sink in self._sinks if hasattr(sink, "write_payload"))
+        self._payload_writers = self._sinks if len(writers) == len(self._sinks) else writers  # one tuple, not two
+        self._pcm_sinks = tuple(sink for sink in self._sinks if not hasattr(sink, "write_payload"))
 
     def add_send_sink(self, sink: AudioSink) -> None:
         """Also deliver what we send (one 20 ms frame per tick, silence when nothing plays): the far side's track of
         a call recording."""
         if sink not in self._send_sinks:
-            self._send_sinks.append(sink)
+            self._send_sinks = (*self._send_sinks, sink)
 
     def remove_send_sink(self, sink: AudioSink) -> None:
-        if sink in self._send_sinks:
-            self._send_sinks.remove(sink)
+        self._send_sinks = tuple(s for s in self._send_sinks if s is not sink)
 
     def _to_send_sinks(self, pcm: bytes) -> None:
-        for sink in list(self._send_sinks):
+        for sink in self._send_sinks:
             try:
                 sink.write_frame(pcm)
             except Exception:
                 self.stats.sink_errors += 1
-                self._send_sinks.remove(sink)
+                self.remove_send_sink(sink)
                 self.log.exception("rtp_send_sink_failed")
 
     def remove_sink(self, sink: AudioSink) -> None:
         if sink in self._sinks:
-            self._sinks.remove(sink)
+            self._sinks = tuple(s for s in self._sinks if s is not sink)
             self._sinks_changed()
         if not self._sinks:
             self._rx_buffer.clear()
 
     def add_dtmf_listener(self, listener: Callable[[DtmfEvent], None]) -> None:
         """Call `listener(event)` once per key press received (event.digit is '0'-'9', '*', '#', 'A'-'D')."""
-        self._dtmf_listeners.append(listener)
+        self._dtmf_listeners = (*self._dtmf_listeners, listener)
 
     def remove_dtmf_listener(self, listener: Callable[[DtmfEvent], None]) -> None:
         if listener in self._dtmf_listeners:
-            self._dtmf_listeners.remove(listener)
+            listeners = list(self._dtmf_listeners)
+            listeners.remove(listener)
+            self._dtmf_listeners = tuple(listeners)
 
     def _on_readable(self) -> bool:
         """The socket is readable (RtpReaders): read one datagram; if more wait, the next poll reports it again.
         False when there was nothing (more) to read."""
         try:
-            data, addr = self._recvfrom(RECV_SIZE)
+            data, addr = _RECVFROM(self._sock, RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:  # e.g. an ICMP error queued on the socket
@@ -964,11 +1001,14 @@ class RtpSession:
         else:
             order = source.update(seq)
         if kind == "dtmf":
-            event = self._dtmf_receiver.feed_payload(ssrc, ts, payload)
+            receiver = self._dtmf_receiver
+            if receiver is None:
+                receiver = self._dtmf_receiver = DtmfReceiver()
+            event = receiver.feed_payload(ssrc, ts, payload)
             if event is not None:
                 stats.dtmf_received += 1
                 self.log.info("dtmf_received", digit=event.digit)
-                for listener in list(self._dtmf_listeners):
+                for listener in self._dtmf_listeners:
                     try:
                         listener(event)
                     except Exception:
@@ -991,9 +1031,9 @@ class RtpSession:
             # bridged: the relay takes the payload as it came; only PCM sinks (recorder, detector) need decoding
             stats.frames_delivered += 1
             codec = _CODEC_BY_PT[pt]
-            for sink, write_payload in self._payload_writers:
+            for sink in self._payload_writers:
                 try:
-                    write_payload(payload, codec)
+                    sink.write_payload(payload, codec)
                 except Exception:
                     self._sink_failed(sink)
             if self._pcm_sinks:
@@ -1041,7 +1081,7 @@ class RtpSession:
 
     def _write_frame(self, frame: bytes) -> None:
         self.stats.frames_delivered += 1
-        for sink in list(self._sinks):
+        for sink in self._sinks:
             try:
                 sink.write_frame(frame)
             except Exception:
@@ -1069,9 +1109,9 @@ class RtpSession:
             player, future = self._dtmf_jobs.popleft()
             if not future.done():
                 future.set_result(player.digits_sent)
-        self._sinks.clear()
+        self._sinks = ()
         self._sinks_changed()
-        self._dtmf_listeners.clear()
+        self._dtmf_listeners = ()
         if self._reading:
             if self._readers is not None:
                 self._readers.remove(self.ports.rtp_socket.fileno())
@@ -1080,8 +1120,8 @@ class RtpSession:
                 self._loop.remove_reader(self.ports.rtp_socket.fileno())
             self._reading = False
         self.ports.release()
-        self.log.info("rtp_closed", sent=self.stats.packets_sent, received=self.stats.packets_received,
-                      lost=self.stats.lost, late=self.stats.late_sends)
+        self._info("rtp_closed", sent=self.stats.packets_sent, received=self.stats.packets_received,
+                   lost=self.stats.lost, late=self.stats.late_sends)
 
 
 def _numeric_host(host: str) -> str:

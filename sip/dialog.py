@@ -9,7 +9,7 @@ What does not live here: sending, timers, SDP. The user agent (`sip.ua`) owns di
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from .message import Headers, Request, Response
@@ -45,7 +45,7 @@ class Dialog:
     local_seq: int
     remote_seq: int | None
     remote_target: str
-    route_set: list[str] = field(default_factory=list)
+    route_set: tuple[str, ...] = ()  # a tuple of strings: untracked by the garbage collector
     state: DialogState = DialogState.EARLY
     secure: bool = False
 
@@ -61,7 +61,7 @@ class Dialog:
         h = response.headers
         contact = h.get("Contact")
         target = str(NameAddr.parse(contact).uri) if contact else request.uri
-        routes = list(reversed(h.get_all("Record-Route")))
+        routes = tuple(reversed(h.get_all("Record-Route")))
         state = DialogState.CONFIRMED if 200 <= response.status < 300 else DialogState.EARLY
         return cls(
             call_id=request.call_id,
@@ -92,7 +92,7 @@ class Dialog:
             local_seq=0,
             remote_seq=request.cseq[0],
             remote_target=target,
-            route_set=h.get_all("Record-Route"),
+            route_set=tuple(h.get_all("Record-Route")),
             secure=request.uri.lower().startswith("sips:"),
         )
 

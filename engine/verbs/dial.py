@@ -190,8 +190,10 @@ class Dial(Verb):
         if self.attrs["timeLimit"] > self.MAX_TIME_LIMIT:
             self.attrs["timeLimit"] = self.MAX_TIME_LIMIT  # DOCS: longer limits are cut off at 24 h
 
-    async def run(self, call: Any) -> Outcome:
-        from ..dialing import Dialing, DialPlan, DialTarget  # local: engine.dialing imports engine.xml
+    def dial_plan(self) -> Any:
+        """The Dial as engine.dialing's DialPlan. (Not built in run(): what a coroutine's frame holds stays alive
+        for as long as the call is bridged.)"""
+        from ..dialing import DialPlan, DialTarget  # local: engine.dialing imports engine.xml
 
         a = self.attrs
         targets = [
@@ -209,7 +211,7 @@ class Dial(Verb):
         credentials = None
         if a["sipAuthUsername"] and a["sipAuthPassword"]:
             credentials = Credentials(a["sipAuthUsername"], a["sipAuthPassword"])
-        plan = DialPlan(
+        return DialPlan(
             targets=targets, timeout=a["timeout"], time_limit=a["timeLimit"], hangup_on_star=a["hangupOnStar"],
             caller_id=a["callerId"], caller_name=a["callerName"], dial_music=a["dialMusic"],
             confirm_sound=a["confirmSound"], confirm_key=a["confirmKey"] or None, confirm_timeout=a["confirmTimeout"],
@@ -217,7 +219,12 @@ class Dial(Verb):
             digits_match_b=a["digitsMatchBLeg"], sip_headers=a["sipHeaders"], whatsapp=a["type"] == "whatsapp",
             credentials=credentials,
         )
-        result = await Dialing(call, plan).run()
+
+    async def run(self, call: Any) -> Outcome:
+        from ..dialing import Dialing
+
+        a = self.attrs
+        result = await Dialing(call, self.dial_plan()).run()
         params = result.params(call.uuid)
         call.log.info("dial_finished", status=params["DialStatus"], cause=result.cause.name, code=result.cause.code)
         call.timeline.add("dial_finished", status=params["DialStatus"], cause=result.cause.name)

@@ -48,7 +48,7 @@ def test_uac_dialog_reverses_record_route_and_targets_contact() -> None:
     d = Dialog.from_uac(invite(), ok())
     assert d.id == ("c1@10.0.0.1", "fa", "tb")
     assert d.state is DialogState.CONFIRMED
-    assert d.route_set == ["<sip:p2.example;lr>", "<sip:p1.example;lr>"]
+    assert d.route_set == ("<sip:p2.example;lr>", "<sip:p1.example;lr>")
     assert d.remote_target == "sip:bob@10.0.0.2:5070"
     bye = d.request("BYE", via="SIP/2.0/UDP 10.0.0.1:5060")
     assert bye.uri == "sip:bob@10.0.0.2:5070"  # loose routing keeps the target as Request-URI
@@ -62,7 +62,7 @@ def test_uac_dialog_reverses_record_route_and_targets_contact() -> None:
 def test_uas_dialog_keeps_record_route_order_and_checks_cseq() -> None:
     d = Dialog.from_uas(invite(), "tb")
     assert d.id == ("c1@10.0.0.1", "tb", "fa")
-    assert d.route_set == ["<sip:p1.example;lr>", "<sip:p2.example;lr>"]
+    assert d.route_set == ("<sip:p1.example;lr>", "<sip:p2.example;lr>")
     assert d.remote_target == "sip:alice@10.0.0.1:5060"
     assert d.local_uri == "<sip:bob@10.0.0.2>"
     assert d.remote_uri == '"Alice" <sip:alice@10.0.0.1>'

@@ -9,6 +9,8 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+import structlog
+import structlog.testing
 
 from media import g711
 from media.frames import FRAME_BYTES
@@ -625,3 +627,40 @@ async def test_sessions_share_one_epoll_reader_without_leaking_it() -> None:
         await asyncio.to_thread(run_in_new_loop)
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+async def test_session_events_carry_the_owners_call_uuid_and_the_logger_is_made_only_when_needed(rtp) -> None:
+    new_session, new_probe = rtp
+    s = await new_session()
+    s.call_uuid = "c-123"
+    peer = new_probe()
+    with structlog.testing.capture_logs() as logs:
+        s.answer(peer.sdp())
+        assert s._log is None  # an info event does not keep a bound logger on the session
+        s.log.warning("rtp_test_warning")
+        s.close()
+    events = {e["event"]: e for e in logs}
+    for name in ("rtp_negotiated", "rtp_test_warning", "rtp_closed"):
+        assert events[name]["call_uuid"] == "c-123" and events[name]["rtp_port"] == s.local_port, name
+
+
+async def test_a_bridged_session_pair_shares_callbacks_instead_of_binding_its_own(rtp) -> None:
+    """What a live bridged call keeps for the garbage collector to walk: no bound socket methods, no logger, no
+    DTMF queue or receiver until used, one tuple for its sinks (docs/performance.md, full collections)."""
+    import gc
+
+    from media.bridge import Bridge
+
+    new_session, new_probe = rtp
+    a, b = await new_session(), await new_session()
+    a.answer(new_probe().sdp(codecs="0 101"))
+    b.answer(new_probe().sdp(codecs="0 101"))
+    Bridge(a, b).start()
+    await asyncio.sleep(0.05)
+    for s in (a, b):
+        kept = [o for o in gc.get_referents(s) if gc.is_tracked(o)]
+        own_bound = [o for o in kept if getattr(o, "__self__", None) in (s, s._sock)]
+        assert own_bound == [s._tick_cb]  # the wheel's callback only (removed from the wheel by identity)
+        assert "BoundLoggerFilteringAtWarning" not in {type(o).__name__ for o in kept}
+        assert s._log is None and s._dtmf_jobs is None and s._dtmf_receiver is None
+        assert s._payload_writers is s._sinks  # the relay is both: one tuple
