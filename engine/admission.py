@@ -10,6 +10,10 @@ outbound call through the REST API) and answering ``admit() -> (ok, retry_after_
 * **max_cps**: a sliding one-second window of admission times; refused when ``max_cps`` calls were admitted in
   the last second, ``retry_after`` rounded up to whole seconds (so 1). A sliding window, not a token bucket: no
   one-second span ever sees more than ``max_cps`` admissions (a full bucket allows up to twice that at its edge).
+* **overload**: refused while the event loop runs late (engine.loop_lag's moving average over ``max_lag``, the
+  ``[limits] max_loop_lag_ms``), until it is back under half of that (no flapping at the edge); ``retry_after`` 1.
+  This is what keeps admitted calls whole when more calls come than the CPU can set up, whatever ``max_cps`` says:
+  the engine's real capacity depends on the machine, the app and what the calls do.
 
 Only admitted calls use the CPS budget; a refusal costs nothing. Refusals are counted by reason (``rejected``, for
 ``/metrics``) and logged at most once a second per reason with how many were refused since (no log storm at
@@ -29,7 +33,7 @@ import structlog
 
 __all__ = ["REASONS", "Admission", "Decision"]
 
-REASONS = ("draining", "max_calls", "max_cps")
+REASONS = ("draining", "max_calls", "max_cps", "overload")
 """Every reason a call can be refused for (the ``reason`` label of ``softswitch_admission_rejected_total``)."""
 
 log = structlog.get_logger("engine.admission")
@@ -50,12 +54,18 @@ class Admission:
     """``Admission(max_calls, max_cps, live=lambda: len(calls))``; ``ok, retry_after = admission.admit()``."""
 
     def __init__(self, max_calls: int, max_cps: int, *, live: Callable[[], int] = lambda: 0,
-                 busy_retry_after: int = 5, clock: Callable[[], float] = time.monotonic) -> None:
+                 busy_retry_after: int = 5, clock: Callable[[], float] = time.monotonic,
+                 lag: Callable[[], float] = lambda: 0.0, max_lag: float = 0.0) -> None:
         if max_calls < 1 or max_cps < 1:
             raise ValueError("max_calls and max_cps must be at least 1")
+        if max_lag < 0:
+            raise ValueError("max_lag must not be negative")
         self.max_calls = max_calls
         self.max_cps = max_cps
         self.live = live
+        self.lag = lag  # seconds the event loop runs late (engine.loop_lag.LoopLag.value)
+        self.max_lag = max_lag  # 0: never refuse for overload
+        self.overloaded = False
         self.busy_retry_after = max(1, busy_retry_after)
         self.clock = clock
         self.draining = False
@@ -85,6 +95,8 @@ class Admission:
             return self._reject("draining", self.drain_retry_after)
         if self.live() + calls > self.max_calls:
             return self._reject("max_calls", self.busy_retry_after)
+        if self.check_overload():
+            return self._reject("overload", 1)
         now = self.clock()
         window = self._window
         while window and window[0] <= now - 1.0:
@@ -97,6 +109,21 @@ class Admission:
         window.extend([now] * calls)
         self.admitted += calls
         return ADMITTED
+
+    def check_overload(self) -> bool:
+        """Whether new calls are refused for overload now: from the moment the loop's lag is over ``max_lag``
+        until it is back under half of it."""
+        if not self.max_lag:
+            return False
+        lag = self.lag()
+        if self.overloaded and lag < self.max_lag / 2:
+            self.overloaded = False
+            log.warning("admission_overload_ended", loop_lag_ms=round(1000 * lag, 1), refused=self.rejected["overload"])
+        elif not self.overloaded and lag > self.max_lag:
+            self.overloaded = True
+            log.warning("admission_overload", loop_lag_ms=round(1000 * lag, 1),
+                        max_loop_lag_ms=round(1000 * self.max_lag), live_calls=self.live())
+        return self.overloaded
 
     def _reject(self, reason: str, retry_after: int) -> Decision:
         self.rejected[reason] += 1

@@ -142,6 +142,8 @@ class UserConfig:
 class LimitsConfig:
     max_calls: int
     max_cps: int
+    max_loop_lag_ms: int = 250
+    """New calls are refused (503) while the event loop runs later than this on average (0: never)."""
 
 
 @dataclass(frozen=True)
@@ -640,6 +642,8 @@ def _check_limits(limits: LimitsConfig, origins: _Origins) -> None:
     for key in ("max_calls", "max_cps"):
         value = getattr(limits, key)
         origins.require(value >= 1, ("limits", key), f"must be at least 1, got {value}")
+    origins.require(limits.max_loop_lag_ms >= 0, ("limits", "max_loop_lag_ms"),
+                    f"must be 0 (off) or more, got {limits.max_loop_lag_ms}")
 
 
 def _check_storage(storage: StorageConfig, origins: _Origins) -> None:

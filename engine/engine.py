@@ -33,6 +33,7 @@ from .causes import Cause
 from .config import Config
 from .http_api import HttpServer
 from .interpreter import run_call
+from .loop_lag import LoopLag
 from .outbox import OutboxWorker
 from .recovery import recover
 from .registrar import Registrar
@@ -72,7 +73,9 @@ class Engine:
         self.ua.on_request = self._on_request
         self.ua.allow = f"{self.ua.allow}, REGISTER"
         # Limits and draining (engine.admission): INVITEs get 503 + Retry-After, the REST API asks admission.admit().
-        self.admission = Admission(config.limits.max_calls, config.limits.max_cps, live=self.live_calls)
+        self.loop_lag = LoopLag()  # started with the engine; admission refuses new calls while the loop runs late
+        self.admission = Admission(config.limits.max_calls, config.limits.max_cps, live=self.live_calls,
+                                   lag=lambda: self.loop_lag.value, max_lag=config.limits.max_loop_lag_ms / 1000)
         self.ua.admit = self._admit_invite
         self.ua.out_of_service = lambda: self.admission.drain_retry_after if self.admission.draining else None
         self.calls_ended: Counter[tuple[str, str]] = Counter()  # (direction, CallStatus) -> calls, for /metrics
@@ -109,6 +112,7 @@ class Engine:
         self.outbox = OutboxWorker(self.store, self.webhooks, **self.outbox_options)  # type: ignore[arg-type]
         self.outbox.start()
         self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        self.loop_lag.start()
         await self.http.start()
         bound = await self.ua.start(self.config.sip.listen_specs())
         log.info("engine_started", sip={t: f"{h}:{p}" for t, (h, p) in bound.items()})
@@ -152,6 +156,7 @@ class Engine:
         if pending and self.webhooks is not None:
             log.info("callbacks_flushing", pending=pending, timeout=callback_timeout)
             await self.webhooks.flush(callback_timeout)
+        self.loop_lag.stop()
         await self.ua.stop()
         await self.http.stop()
         if self.outbox is not None:

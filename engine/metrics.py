@@ -24,10 +24,13 @@ softswitch_webhook_callbacks_total             counter  {result="delivered|queue
 softswitch_webhook_latency_seconds             histo    request latency (buckets, _sum, _count)
 softswitch_callback_outbox_depth               gauge    callbacks waiting in the outbox for a retry
 softswitch_admission_admitted_total            counter  new calls admitted
-softswitch_admission_rejected_total            counter  {reason="draining|max_calls|max_cps"}: new calls refused
-                                                        (INVITE 503, REST API 429)
-softswitch_admission_limit                     gauge    {limit="max_calls|max_cps"}: the configured limits
+softswitch_admission_rejected_total            counter  {reason="draining|max_calls|max_cps|overload"}: new
+                                                        calls refused (INVITE 503, REST API 429)
+softswitch_admission_limit                     gauge    {limit="max_calls|max_cps|max_loop_lag_seconds"}: the
+                                                        configured limits
 softswitch_draining                            gauge    1 from SIGTERM until exit
+softswitch_event_loop_lag_seconds              gauge    how late the event loop runs (moving average; overload)
+softswitch_overloaded                          gauge    1 while new calls are refused for overload
 =============================================  =======  ===========================================================
 
 What does not live here: counting (sip.ua, engine.webhooks, engine.admission and Engine.record_end count), HTTP
@@ -179,8 +182,13 @@ async def render(engine: Engine) -> str:
     out.metric("softswitch_admission_rejected_total", "counter", "New calls refused (INVITE 503, REST 429).",
                [({"reason": r}, admission.rejected.get(r, 0)) for r in REASONS])
     out.metric("softswitch_admission_limit", "gauge", "Configured limits.",
-               [({"limit": "max_calls"}, admission.max_calls), ({"limit": "max_cps"}, admission.max_cps)])
+               [({"limit": "max_calls"}, admission.max_calls), ({"limit": "max_cps"}, admission.max_cps),
+                ({"limit": "max_loop_lag_seconds"}, admission.max_lag)])
     out.metric("softswitch_draining", "gauge", "1 while draining for shutdown.", [({}, int(admission.draining))])
+    out.metric("softswitch_event_loop_lag_seconds", "gauge", "How late the event loop runs (moving average).",
+               [({}, round(engine.loop_lag.value, 4))])
+    out.metric("softswitch_overloaded", "gauge", "1 while new calls are refused for overload.",
+               [({}, int(admission.check_overload()))])
     return out.text()
 
 

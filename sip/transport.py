@@ -1,4 +1,5 @@
-"""The only place in sip/ with sockets: asyncio UDP endpoints and TCP listeners/connections.
+"""The only place in sip/ with sockets: UDP listeners (read with the loop's add_reader) and asyncio TCP
+listeners/connections.
 
 Moves bytes, nothing else: datagrams and framed stream messages go up to one callback as
 `(bytes, Address)`, and `send(bytes, Address)` puts bytes on the wire (opening a TCP connection when none is open
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +23,11 @@ log = structlog.get_logger("sip.transport")
 
 MessageHandler = Callable[[bytes, Address], None]
 _MAX_SOURCES = 4096
+# Datagrams read per wake-up of a UDP listener. asyncio's datagram transport reads one per event-loop iteration: a
+# flood then waits in the kernel (and overflows it) while the loop looks idle, which hides overload from the
+# engine's loop-lag guard and costs a loop iteration per message. Bounded, so a flood cannot starve the rest.
+_UDP_READS_PER_WAKEUP = 32
+_UDP_MAX_DATAGRAM = 65535
 
 
 @dataclass(slots=True)
@@ -34,15 +41,26 @@ class TransportStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, owner: TransportSet) -> None:
+class _UdpListener:
+    """One UDP socket read with the loop's add_reader, several datagrams per wake-up, and written with sendto.
+
+    Not asyncio's datagram transport: it reads one datagram per event-loop iteration, so a flood waits in the
+    kernel (and overflows it) while the loop looks idle: overload the engine's loop-lag guard could not see, and a
+    loop iteration per message. Sends go straight to the socket: a datagram the kernel cannot take now (EAGAIN) is
+    dropped and counted (SIP retransmits), where the transport would queue it."""
+
+    def __init__(self, owner: TransportSet, sock: socket.socket) -> None:
         self.owner = owner
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        self.bound: tuple[str, int] = sock.getsockname()[:2]
         # One Address per peer (they are immutable), not one per datagram; cleared when a flood of sources fills it.
         self._sources: dict[object, Address] = {}
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def sendto(self, wire: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(wire, addr)
+        except (OSError, OverflowError, UnicodeError):  # full buffer, unreachable, a name that does not resolve
+            self.owner.stats.send_errors += 1
 
     def datagram_received(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
         owner = self.owner
@@ -57,9 +75,18 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             source = self._sources[addr] = Address("udp", addr[0], addr[1])
         owner.deliver(data, source)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and friends: counted; retransmission timers handle the rest.
-        self.owner.stats.send_errors += 1
+    def drain(self) -> None:
+        """The socket is readable: up to _UDP_READS_PER_WAKEUP datagrams now."""
+        recvfrom = self.sock.recvfrom
+        for _ in range(_UDP_READS_PER_WAKEUP):
+            try:
+                data, addr = recvfrom(_UDP_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error queued on the socket (port unreachable ...): retransmissions handle it
+                self.owner.stats.send_errors += 1
+                continue
+            self.datagram_received(data, addr)
 
 
 class _TcpConnection(asyncio.Protocol):
@@ -104,7 +131,7 @@ class TransportSet:
 
     def __init__(self, on_message: MessageHandler) -> None:
         self._on_message = on_message
-        self._udp: list[tuple[asyncio.DatagramTransport, _UdpProtocol, tuple[str, int]]] = []
+        self._udp: list[_UdpListener] = []
         self._servers: list[tuple[asyncio.Server, tuple[str, int]]] = []
         self._tcp: dict[Address, _TcpConnection] = {}
         self._connecting: dict[Address, asyncio.Task[None]] = {}
@@ -122,11 +149,19 @@ class TransportSet:
         """Open a listener; returns the bound (host, port) (port 0 picks a free one)."""
         loop = asyncio.get_running_loop()
         if transport == "udp":
-            dt, proto = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
-            sock = dt.get_extra_info("sockname")
-            bound = (sock[0], sock[1])
-            self._udp.append((dt, proto, bound))
-            return bound
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            family, kind, proto, _, address = infos[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.bind(address)
+                listener = _UdpListener(self, sock)
+                loop.add_reader(sock.fileno(), listener.drain)
+            except BaseException:
+                sock.close()
+                raise
+            self._udp.append(listener)
+            return listener.bound
         if transport == "tcp":
             server = await loop.create_server(lambda: _TcpConnection(self), host, port, reuse_address=True)
             sock = server.sockets[0].getsockname()
@@ -138,15 +173,14 @@ class TransportSet:
     def local(self, transport: str) -> tuple[str, int] | None:
         """The bound address of the first listener of a transport (for Via and Contact)."""
         if transport == "udp" and self._udp:
-            return self._udp[0][2]
+            return self._udp[0].bound
         if transport == "tcp" and self._servers:
             return self._servers[0][1]
         return None
 
     def send(self, wire: bytes, dest: Address) -> None:
         if not 0 < dest.port < 65536:
-            # A peer's Via or Contact may name any number; asyncio's datagram transport treats the OverflowError of
-            # such a sendto as fatal and closes the listening socket: one datagram would make us deaf.
+            # A peer's Via or Contact may name any number: refused here, logged (sendto would raise OverflowError).
             self.stats.send_errors += 1
             log.info("sip_send_bad_port", dest=str(dest))
             return
@@ -154,7 +188,7 @@ class TransportSet:
             if not self._udp:
                 self.stats.send_errors += 1
                 return
-            self._udp[0][0].sendto(wire, (dest.host, dest.port))
+            self._udp[0].sendto(wire, (dest.host, dest.port))
             self.stats.sent += 1
             return
         conn = self._tcp.get(dest)
@@ -186,8 +220,10 @@ class TransportSet:
     async def close(self) -> None:
         for task in list(self._connecting.values()):
             task.cancel()
-        for dt, _, _ in self._udp:
-            dt.close()
+        loop = asyncio.get_running_loop()
+        for listener in self._udp:
+            loop.remove_reader(listener.sock.fileno())
+            listener.sock.close()
         for server, _ in self._servers:
             server.close()
         for conn in list(self._tcp.values()):

@@ -147,3 +147,38 @@ async def test_max_cps_refuses_part_of_a_burst(tmp_path: Path) -> None:
         assert m.value("softswitch_admission_admitted_total") == 2
         m = await scrape_until(env, lambda m: m.total("softswitch_calls_total") == 2)
         assert m.value("softswitch_calls_total", direction="inbound", outcome="busy") == 2
+
+
+async def test_overload_refuses_new_calls_while_the_loop_runs_late_then_admits_again(tmp_path: Path) -> None:
+    """A CPU-starved engine (its loop blocked 150 ms at a time, as when more calls come than it can set up) refuses
+    new INVITEs with 503 + Retry-After: 1, whatever max_cps allows; once it keeps up again, calls are admitted."""
+    async with EngineEnv(tmp_path, SOFTSWITCH_LIMITS__MAX_LOOP_LAG_MS="40") as env:
+        env.xml("/answer", '<Hangup reason="busy"/>')
+        [first] = await invite_burst(env.sip_port, 1)
+        assert first.final is not None and first.final.status == 486  # admitted: the app's XML answered it
+        loop = asyncio.get_running_loop()
+        hogging = [True]
+
+        def hog() -> None:
+            if hogging[0]:
+                time.sleep(0.15)
+                loop.call_later(0.005, hog)
+
+        hog()
+        try:
+            await asyncio.sleep(0.6)
+            refused = await invite_burst(env.sip_port, 2)
+        finally:
+            hogging[0] = False
+        for exchange in refused:
+            assert exchange.final is not None and exchange.final.status == 503
+            assert exchange.final.headers["retry-after"] == "1"
+        m = await scrape(env)
+        assert m.value("softswitch_admission_rejected_total", reason="overload") == 2
+        assert m.value("softswitch_admission_limit", limit="max_loop_lag_seconds") == 0.04
+        assert m.value("softswitch_event_loop_lag_seconds") > 0
+        recovered = await scrape_until(env, lambda m: m.value("softswitch_overloaded") == 0, timeout=10)
+        assert recovered.value("softswitch_event_loop_lag_seconds") < 0.02
+        [after] = await invite_burst(env.sip_port, 1)
+        assert after.final is not None and after.final.status == 486
+        assert len(env.app.requests_to("/answer")) == 2  # the refused INVITEs never reached the app

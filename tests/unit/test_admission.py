@@ -94,3 +94,29 @@ def test_several_calls_are_admitted_all_or_nothing() -> None:
     assert adm.decide(2).reason == "max_calls"  # 4 live + 2 > 5
     live[0] = 3
     assert adm.admit(2) == (True, 0) and adm.admitted == 6
+
+
+def test_overload_refuses_while_the_loop_runs_late_and_recovers_under_half_the_limit() -> None:
+    lag = [0.0]
+    adm = Admission(100, 100, lag=lambda: lag[0], max_lag=0.2)
+    assert adm.admit() == (True, 0)
+    lag[0] = 0.15  # late, but under the limit
+    assert adm.admit() == (True, 0) and not adm.overloaded
+    lag[0] = 0.25
+    assert adm.admit() == (False, 1) and adm.overloaded
+    assert adm.decide().reason == "overload"
+    lag[0] = 0.15  # under the limit but not yet under half of it: still refusing (no flapping at the edge)
+    assert adm.admit() == (False, 1)
+    lag[0] = 0.09
+    assert adm.admit() == (True, 0) and not adm.overloaded
+    assert adm.rejected["overload"] == 3 and adm.admitted == 3
+
+
+def test_overload_is_off_with_max_lag_zero_and_draining_comes_first() -> None:
+    adm = Admission(100, 100, lag=lambda: 10.0, max_lag=0.0)
+    assert adm.admit() == (True, 0)
+    adm = Admission(100, 100, lag=lambda: 10.0, max_lag=0.1)
+    adm.start_draining(7)
+    assert adm.decide().reason == "draining"
+    with pytest.raises(ValueError):
+        Admission(1, 1, max_lag=-1)
