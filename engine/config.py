@@ -142,7 +142,7 @@ class UserConfig:
 class LimitsConfig:
     max_calls: int
     max_cps: int
-    max_loop_lag_ms: int = 250
+    max_loop_lag_ms: int = 100
     """New calls are refused (503) while the event loop runs later than this on average (0: never)."""
 
 
