@@ -478,7 +478,7 @@ class RtpSession:
         "_last_offer", "_latched", "_log", "_loop", "_marker", "_media_clock", "_on_wheel", "_payload_type",
         "_payload_writers", "_pcm_sinks", "_playback", "_readers", "_reading", "_remote",
         "_rx_buffer", "_sdp_id", "_sdp_last", "_sdp_version", "_send_sinks", "_sending", "_seq",
-        "_silence", "_sinks", "_slot", "_sock", "_tick_cb", "_time", "_ts", "call_uuid", "codecs", "idle",
+        "_silence", "_sinks", "_slot", "_sock", "_tick_cb", "_time", "_ts", "_call_uuid", "codecs", "idle",
         "negotiated", "offer_dtmf_payload_type", "ports", "public_address", "ssrc", "stats", "_t0",
         "__weakref__",
     )
@@ -513,7 +513,7 @@ class RtpSession:
         self._reading = False
         self._readers: RtpReaders | None = None
         self._closed = False
-        self.call_uuid: str | None = None  # set by the call that owns the session: bound on its log events
+        self._call_uuid: str | None = None  # the owning call's (`call_uuid`): bound on this session's log events
         self._log: Any = None  # bound on first use (`log`)
         # sending
         self._seq = random.getrandbits(16)
@@ -589,6 +589,15 @@ class RtpSession:
         return self._closed
 
     @property
+    def call_uuid(self) -> str | None:
+        return self._call_uuid
+
+    @call_uuid.setter
+    def call_uuid(self, value: str | None) -> None:
+        self._call_uuid = value
+        self._log = None  # bound again, with it, on next use
+
+    @property
     def log(self) -> Any:
         """This session's logger (rtp_port and the owner's call_uuid bound), made on first use: most sessions
         never log above info, and a bound logger is two more objects per session for the garbage collector."""
@@ -605,8 +614,8 @@ class RtpSession:
 
     def _log_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {"rtp_port": self.ports.rtp_port}
-        if self.call_uuid is not None:
-            fields["call_uuid"] = self.call_uuid
+        if self._call_uuid is not None:
+            fields["call_uuid"] = self._call_uuid
         return fields
 
     @property

@@ -632,7 +632,8 @@ async def test_sessions_share_one_epoll_reader_without_leaking_it() -> None:
 async def test_session_events_carry_the_owners_call_uuid_and_the_logger_is_made_only_when_needed(rtp) -> None:
     new_session, new_probe = rtp
     s = await new_session()
-    s.call_uuid = "c-123"
+    s.log.warning("rtp_before_its_call")  # a logger made before the session had an owner ...
+    s.call_uuid = "c-123"  # ... is bound again with the owner's call_uuid
     peer = new_probe()
     with structlog.testing.capture_logs() as logs:
         s.answer(peer.sdp())
