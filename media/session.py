@@ -76,7 +76,8 @@ from . import g711, sdp
 from .dtmf import DtmfEvent, DtmfPlayer, DtmfReceiver, EventPacket, parse_digits
 from .frames import FRAME_BYTES, FRAME_SAMPLES, SILENCE_FRAME, AudioSink, AudioSource
 from .ports import PortAllocator, PortPair
-from .rtp import _HEADER, RtpError, RtpPacket, pack_header, seq_distance, ts_distance
+from .rtp import RtpError, RtpPacket, pack_header, seq_distance, ts_distance
+from .rtp import _pack as _PACK  # the RTP header's struct packer, shared
 
 log = structlog.get_logger("media.session")
 
@@ -99,7 +100,6 @@ _CODEC_BY_PT: dict[int, str] = dict(g711.CODEC_BY_PAYLOAD_TYPE)
 _RX_HEADER = struct.Struct("!xBHII").unpack_from  # byte 1 (M, PT), sequence, timestamp, SSRC
 # Shared by every session, not bound per session: a live call's objects are what each full garbage collection
 # walks (docs/performance.md), and a bound method or builtin is one more object per session.
-_PACK = _HEADER.pack
 _SENDTO = socket.socket.sendto
 _RECVFROM = socket.socket.recvfrom
 PlayOutcome = Literal["finished", "stopped", "failed"]
